@@ -1,0 +1,26 @@
+"""keras_vae: Variational Autoencoders for Keras 3 on TensorFlow.
+
+Public API (DESIGN.md section 3)::
+
+    import keras_vae
+    enc = keras_vae.build_encoder(image_shape, latent_dim, architecture="conv")
+    dec = keras_vae.build_decoder(image_shape, latent_dim, architecture="conv",
+                                  likelihood="bernoulli")
+    vae = keras_vae.VAE(enc, dec, likelihood="bernoulli", beta=1.0)
+"""
+
+from keras_vae.layers import LearnedScale, Sampling, SoftClip
+from keras_vae.model import VAE, beta_at
+from keras_vae.networks import build_decoder, build_encoder
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VAE",
+    "LearnedScale",
+    "Sampling",
+    "SoftClip",
+    "beta_at",
+    "build_decoder",
+    "build_encoder",
+]

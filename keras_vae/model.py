@@ -1,0 +1,398 @@
+"""The Variational Autoencoder: a `keras.Model` with its own `train_step`.
+
+Objective (Kingma & Welling 2014; Higgins et al. 2017 for beta), per example,
+averaged over the batch, in nats:
+
+    loss = -log p(x|z) + beta * KL(q(z|x) || N(0, I)),   z ~ q(z|x)
+    elbo = log p(x|z) - KL                                (beta = 1; logged)
+
+with beta following a schedule (constant, linear warm-up, cyclical) and,
+optionally, free bits per latent dimension (Kingma et al. 2016).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from keras_vae import likelihoods as likelihoods_lib
+from keras_vae.layers import Sampling
+
+BETA_SCHEDULES = ("constant", "linear", "cyclical")
+
+
+def beta_at(step, beta, schedule="constant", warmup_steps=0, cycle_steps=0, cycle_ratio=0.5):
+    """The KL weight at a training step.
+
+    - `constant`: beta.
+    - `linear` (warm-up, Bowman et al. 2016): beta * min(1, step / warmup_steps).
+    - `cyclical` (Fu et al. 2019): in each cycle of `cycle_steps`, rises
+      linearly from 0 to beta over the first `cycle_ratio` of the cycle, then
+      stays at beta: beta * min(1, (step mod cycle_steps) / (cycle_ratio * cycle_steps)).
+
+    Args:
+        step: scalar tensor or int, 0 for the first training step.
+        beta, schedule, warmup_steps, cycle_steps, cycle_ratio: as in `VAE`.
+
+    Returns:
+        float32 scalar.
+    """
+    step = ops.cast(step, "float32")
+    beta = ops.cast(beta, "float32")
+    if schedule == "constant":
+        return beta
+    if schedule == "linear":
+        if warmup_steps <= 0:
+            return beta
+        return beta * ops.minimum(1.0, step / float(warmup_steps))
+    if schedule == "cyclical":
+        phase = ops.mod(step, float(cycle_steps))
+        return beta * ops.minimum(1.0, phase / (cycle_ratio * cycle_steps))
+    raise ValueError(f"Expected `schedule` in {BETA_SCHEDULES}. Received: schedule={schedule!r}")
+
+
+class _LastValue(keras.metrics.Metric):
+    """Reports the last value it was given (for the current beta)."""
+
+    def __init__(self, name, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.value = self.add_variable(
+            shape=(), initializer="zeros", name="value", aggregation="only_first_replica"
+        )
+
+    def update_state(self, value):
+        self.value.assign(ops.cast(value, self.value.dtype))
+
+    def result(self):
+        # A copy: returning the variable itself would let the validation pass
+        # overwrite the training value already handed to the epoch logs.
+        return ops.copy(self.value)
+
+    def reset_state(self):
+        # Keep the value across epochs: beta is state, not a running mean.
+        pass
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class VAE(keras.Model):
+    """Variational Autoencoder with a beta-weighted, annealed, free-bits KL term.
+
+    Args:
+        encoder: `keras.Model` images `(batch, H, W, C)` -> `[mean, log_var]`,
+            see `keras_vae.build_encoder`.
+        decoder: `keras.Model` `z` -> likelihood parameters, see
+            `keras_vae.build_decoder` (built for the same `likelihood`).
+        likelihood: `bernoulli`, `gaussian`, `gaussian_learned` or
+            `discretized_logistic`.
+        beta: float >= 0, the KL weight (beta-VAE; 1 for the ELBO).
+        beta_schedule: `constant`, `linear` or `cyclical`, see `beta_at`.
+        warmup_steps: steps of the linear warm-up.
+        cycle_steps: steps per cycle of the cyclical schedule.
+        cycle_ratio: fraction of a cycle spent rising, in (0, 1].
+        free_bits: nats per latent dimension below which the KL is not
+            penalised (0 disables); applied to the batch-averaged KL of each
+            dimension, as in Kingma et al. 2016.
+        gaussian_sigma: the fixed standard deviation of the `gaussian`
+            likelihood, in [0, 1] pixel units.
+        seed: int or None; seeds the posterior sampling and prior sampling.
+        **kwargs: `keras.Model` keyword arguments (`name`, ...).
+
+    Input shape:
+        `(batch, H, W, C)` float in [0, 1] (uint8 is accepted and divided by 255).
+
+    Output shape (`call`):
+        `(batch, H, W, C)` reconstructions in [0, 1]: the decoded posterior
+        mean at inference, a decoded posterior sample when `training=True`.
+
+    Reference:
+        Kingma & Welling, "Auto-Encoding Variational Bayes", ICLR 2014;
+        Higgins et al., "beta-VAE", ICLR 2017; Fu et al., "Cyclical Annealing
+        Schedule", NAACL 2019; Kingma et al., "Improved Variational Inference
+        with Inverse Autoregressive Flow", NeurIPS 2016 (free bits).
+    """
+
+    def __init__(
+        self,
+        encoder,
+        decoder,
+        likelihood="bernoulli",
+        beta=1.0,
+        beta_schedule="constant",
+        warmup_steps=0,
+        cycle_steps=0,
+        cycle_ratio=0.5,
+        free_bits=0.0,
+        gaussian_sigma=0.1,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(beta, (int, float)) or beta < 0:
+            raise ValueError(f"Expected `beta` >= 0. Received: beta={beta!r}")
+        if beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(
+                f"Expected `beta_schedule` in {BETA_SCHEDULES}. "
+                f"Received: beta_schedule={beta_schedule!r}"
+            )
+        if beta_schedule == "cyclical" and cycle_steps <= 0:
+            raise ValueError(
+                "Expected `cycle_steps` > 0 with beta_schedule='cyclical'. "
+                f"Received: cycle_steps={cycle_steps!r}"
+            )
+        if not 0 < cycle_ratio <= 1:
+            raise ValueError(
+                f"Expected `cycle_ratio` in (0, 1]. Received: cycle_ratio={cycle_ratio!r}"
+            )
+        if free_bits < 0:
+            raise ValueError(f"Expected `free_bits` >= 0. Received: free_bits={free_bits!r}")
+        if warmup_steps < 0:
+            raise ValueError(
+                f"Expected `warmup_steps` >= 0. Received: warmup_steps={warmup_steps!r}"
+            )
+        self.encoder = encoder
+        self.decoder = decoder
+        self.likelihood = likelihood
+        self.beta = float(beta)
+        self.beta_schedule = beta_schedule
+        self.warmup_steps = int(warmup_steps)
+        self.cycle_steps = int(cycle_steps)
+        self.cycle_ratio = float(cycle_ratio)
+        self.free_bits = float(free_bits)
+        self.gaussian_sigma = float(gaussian_sigma)
+        self.seed = seed
+        options = {"sigma": self.gaussian_sigma} if likelihood == "gaussian" else {}
+        self.likelihood_fn = likelihoods_lib.get(likelihood, **options)
+        expected = self.likelihood_fn.num_params * encoder.input_shape[-1]
+        if decoder.output_shape[-1] != expected:
+            raise ValueError(
+                f"Expected a decoder with {expected} output channels for likelihood "
+                f"{likelihood!r} and {encoder.input_shape[-1]} image channels. Received: "
+                f"decoder output shape {decoder.output_shape}; build it with "
+                f"build_decoder(..., likelihood={likelihood!r})."
+            )
+        self.sampling = Sampling(seed=seed, dtype="float32", name="sampling")
+        # A second stream for prior samples, so `sample` does not shift the
+        # posterior draws of training.
+        self.prior_seed_generator = keras.random.SeedGenerator(
+            None if seed is None else seed + 1, name="prior_seed_generator"
+        )
+        # Training steps taken, for the beta schedule; saved with the model.
+        self.kl_step = self.add_weight(
+            shape=(),
+            dtype="int64",
+            initializer="zeros",
+            trainable=False,
+            aggregation="only_first_replica",
+            name="kl_step",
+        )
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.elbo_tracker = keras.metrics.Mean(name="elbo")
+        self.beta_tracker = _LastValue(name="beta")
+        self.built = True
+
+    # -- properties ---------------------------------------------------------
+
+    @property
+    def latent_dim(self):
+        return self.encoder.output_shape[0][-1]
+
+    @property
+    def image_shape(self):
+        return tuple(self.encoder.input_shape[1:])
+
+    @property
+    def metrics(self):
+        # Tracker names equal the log keys (the keras.io example's mismatch
+        # made epoch logs fall back to the last batch, UPSTREAM_NOTES).
+        return [
+            self.loss_tracker,
+            self.reconstruction_tracker,
+            self.kl_tracker,
+            self.elbo_tracker,
+            self.beta_tracker,
+        ]
+
+    # -- maths --------------------------------------------------------------
+
+    @staticmethod
+    def _as_images(x):
+        x = ops.convert_to_tensor(x)
+        if x.dtype == "uint8":
+            return ops.cast(x, "float32") / 255.0
+        return x
+
+    def current_beta(self):
+        """The KL weight of the next training step (float32 scalar)."""
+        return beta_at(
+            self.kl_step,
+            self.beta,
+            self.beta_schedule,
+            self.warmup_steps,
+            self.cycle_steps,
+            self.cycle_ratio,
+        )
+
+    def compute_terms(self, x, training=False, eps=None):
+        """Runs encoder, reparameterized sampling and decoder on a batch.
+
+        Args:
+            x: `(batch, H, W, C)` images.
+            training: passed to the sub-models.
+            eps: optional `(batch, latent_dim)` standard-normal noise; given,
+                z = mean + exp(0.5 * log_var) * eps (for gradient checks and
+                common random numbers); otherwise the `Sampling` layer draws it.
+
+        Returns:
+            dict with `log_px (batch,)`, `kl_per_dim (batch, latent_dim)`,
+            `mean`, `log_var`, `z` `(batch, latent_dim)`, `params` (decoder output).
+        """
+        x = self._as_images(x)
+        mean, log_var = self.encoder(x, training=training)
+        if eps is None:
+            z = self.sampling([mean, log_var])
+        else:
+            z = mean + ops.exp(0.5 * log_var) * ops.cast(eps, mean.dtype)
+        params = self.decoder(z, training=training)
+        return {
+            "log_px": self.likelihood_fn.log_prob(x, params),
+            "kl_per_dim": likelihoods_lib.gaussian_kl_per_dim(mean, log_var),
+            "mean": mean,
+            "log_var": log_var,
+            "z": z,
+            "params": params,
+        }
+
+    def objective(self, terms, beta):
+        """Batch loss and logged values from `compute_terms`' output.
+
+        The one place where per-example values are reduced over the batch.
+
+        Returns:
+            `(loss, logs)`: scalar loss = mean(-log p(x|z)) + beta * KL term,
+            where the KL term is the mean KL, or with free bits
+            sum_d max(free_bits, mean_batch KL_d); `logs` holds the scalars
+            `reconstruction` (mean -log p(x|z)), `kl` (mean KL, no free bits)
+            and `elbo` (mean of log p(x|z) - KL).
+        """
+        reconstruction = -ops.mean(terms["log_px"])
+        kl_per_example = ops.sum(terms["kl_per_dim"], axis=-1)
+        kl = ops.mean(kl_per_example)
+        if self.free_bits > 0:
+            kl_term = ops.sum(ops.maximum(self.free_bits, ops.mean(terms["kl_per_dim"], axis=0)))
+        else:
+            kl_term = kl
+        loss = reconstruction + beta * kl_term
+        elbo = ops.mean(terms["log_px"] - kl_per_example)
+        return loss, {"reconstruction": reconstruction, "kl": kl, "elbo": elbo}
+
+    def _update_trackers(self, loss, logs, beta):
+        self.loss_tracker.update_state(loss)
+        self.reconstruction_tracker.update_state(logs["reconstruction"])
+        self.kl_tracker.update_state(logs["kl"])
+        self.elbo_tracker.update_state(logs["elbo"])
+        self.beta_tracker.update_state(beta)
+        return {m.name: m.result() for m in self.metrics}
+
+    # -- Keras training hooks ----------------------------------------------
+
+    def train_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        beta = self.current_beta()
+        # The optimizer sums the replicas' gradients: dividing each replica's
+        # batch mean by the replica count makes one global batch give the
+        # same update on 1 or N replicas (DESIGN.md, "Distribution").
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            terms = self.compute_terms(x, training=True)
+            loss, logs = self.objective(terms, beta)
+            # Under mixed_float16 compile() wraps the optimizer in a
+            # LossScaleOptimizer: scale here, `apply` unscales (and skips
+            # non-finite steps).
+            scaled_loss = self.optimizer.scale_loss(loss / replicas)
+        grads = tape.gradient(scaled_loss, self.trainable_weights)
+        self.optimizer.apply(grads, self.trainable_weights)
+        self.kl_step.assign_add(1)
+        return self._update_trackers(loss, logs, beta)
+
+    def test_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        beta = self.current_beta()
+        terms = self.compute_terms(x, training=False)
+        loss, logs = self.objective(terms, beta)
+        return self._update_trackers(loss, logs, beta)
+
+    def call(self, inputs, training=None):
+        mean, log_var = self.encoder(self._as_images(inputs), training=training)
+        z = self.sampling([mean, log_var], deterministic=not training)
+        return self.likelihood_fn.mean(self.decoder(z, training=training))
+
+    def build(self, input_shape=None):
+        # Encoder and decoder are functional models, built on construction.
+        self.built = True
+
+    # -- inference API ------------------------------------------------------
+
+    def encode(self, images):
+        """q(z|x) parameters: `(mean, log_var)`, each `(batch, latent_dim)`."""
+        return self.encoder(self._as_images(images), training=False)
+
+    def decode(self, z):
+        """The mean of p(x|z) as images `(batch, H, W, C)` in [0, 1]."""
+        return self.likelihood_fn.mean(self.decoder(z, training=False))
+
+    def sample(self, n, temperature=1.0, seed=None):
+        """`n` images decoded from z ~ N(0, temperature^2 I).
+
+        Args:
+            n: number of samples.
+            temperature: scale of the prior noise (< 1 trades diversity for
+                quality).
+            seed: int for a reproducible draw; None uses the model's own
+                prior seed generator (different at each call).
+        """
+        seed = self.prior_seed_generator if seed is None else seed
+        z = keras.random.normal((n, self.latent_dim), seed=seed) * temperature
+        return self.decode(z)
+
+    def reconstruct(self, images, sample_latent=False):
+        """Decoded posterior mean (or, with `sample_latent`, a posterior sample)."""
+        mean, log_var = self.encode(images)
+        z = self.sampling([mean, log_var], deterministic=not sample_latent)
+        return self.decode(z)
+
+    def elbo(self, images, num_samples=1):
+        """Per-example ELBO in nats, `(batch,)`, averaged over `num_samples` draws of z."""
+        total = 0.0
+        for _ in range(num_samples):
+            terms = self.compute_terms(images, training=False)
+            total = total + terms["log_px"] - ops.sum(terms["kl_per_dim"], axis=-1)
+        return total / num_samples
+
+    # -- serialization ------------------------------------------------------
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "decoder": keras.saving.serialize_keras_object(self.decoder),
+            "likelihood": self.likelihood,
+            "beta": self.beta,
+            "beta_schedule": self.beta_schedule,
+            "warmup_steps": self.warmup_steps,
+            "cycle_steps": self.cycle_steps,
+            "cycle_ratio": self.cycle_ratio,
+            "free_bits": self.free_bits,
+            "gaussian_sigma": self.gaussian_sigma,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        config["decoder"] = keras.saving.deserialize_keras_object(config["decoder"])
+        return cls(**config)

@@ -1,0 +1,201 @@
+"""Encoder and decoder builders: fully connected (`mlp`) and convolutional (`conv`).
+
+Both return functional `keras.Model`s:
+- encoder: images `(batch, H, W, C)` float in [0, 1] -> `[mean, log_var]`,
+  each `(batch, latent_dim)` float32, log_var softly bounded;
+- decoder: `z (batch, latent_dim)` -> the likelihood's parameters
+  `(batch, H, W, num_params * C)` float32 (logits, mean, log-scale), never a
+  squashed image.
+
+Under a mixed precision policy the hidden layers run in float16/bfloat16 and
+the output heads in float32 (DESIGN.md section 4, "Precision").
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+from keras_vae import likelihoods as likelihoods_lib
+from keras_vae.layers import LearnedScale, SoftClip
+
+ARCHITECTURES = ("mlp", "conv")
+
+# Conv layers use 4x4 kernels with stride 2 (Higgins et al. 2017, Burgess et
+# al. 2018); the MLP default follows Kingma & Welling's 500-unit layers, deeper.
+DEFAULT_MLP_WIDTHS = (512, 256)
+DEFAULT_DENSE_UNITS = 256
+LOG_VAR_BOUNDS = (-10.0, 10.0)
+
+
+def _check_image_shape(image_shape):
+    shape = tuple(image_shape)
+    if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise ValueError(
+            "Expected `image_shape` to be (height, width, channels) of positive ints. "
+            f"Received: image_shape={image_shape!r}"
+        )
+    return shape
+
+
+def _check_common(architecture, latent_dim):
+    if architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"Expected `architecture` in {ARCHITECTURES}. Received: architecture={architecture!r}"
+        )
+    if not isinstance(latent_dim, int) or latent_dim <= 0:
+        raise ValueError(
+            f"Expected `latent_dim` to be a positive int. Received: latent_dim={latent_dim!r}"
+        )
+
+
+def default_conv_widths(image_shape):
+    """Channel widths of the stride-2 convolutions for an image size.
+
+    Halves the resolution until the smaller side is at most 7 (28 -> 14 -> 7;
+    32 -> 16 -> 8 -> 4; 64 -> 32 -> 16 -> 8 -> 4), widths 32, 32, 64, 64,
+    128, ... doubling every second layer, at most 256.
+    """
+    height, width, _ = _check_image_shape(image_shape)
+    size, widths = min(height, width), []
+    while size > 7 or not widths:
+        widths.append(min(256, 32 * 2 ** (len(widths) // 2)))
+        size = math.ceil(size / 2)
+    return tuple(widths)
+
+
+def _widths(architecture, image_shape, widths):
+    if widths is None:
+        widths = DEFAULT_MLP_WIDTHS if architecture == "mlp" else default_conv_widths(image_shape)
+    widths = tuple(widths)
+    if not widths or not all(isinstance(w, int) and w > 0 for w in widths):
+        raise ValueError(
+            f"Expected `widths` to be a non-empty sequence of positive ints. Received: widths={widths!r}"
+        )
+    return widths
+
+
+def build_encoder(
+    image_shape,
+    latent_dim,
+    architecture="conv",
+    widths=None,
+    dense_units=DEFAULT_DENSE_UNITS,
+    activation="relu",
+    name="encoder",
+):
+    """Builds q(z|x): images -> `[mean, log_var]`.
+
+    Args:
+        image_shape: `(H, W, C)`.
+        latent_dim: int, size of z.
+        architecture: `"mlp"` (dense layers of `widths` units) or `"conv"`
+            (a stride-2 4x4 convolution per entry of `widths`, then a dense
+            layer of `dense_units`).
+        widths: layer sizes; `None` picks `DEFAULT_MLP_WIDTHS` or
+            `default_conv_widths(image_shape)`.
+        dense_units: width of the conv encoder's dense layer.
+        activation: hidden activation.
+        name: model name.
+
+    Returns:
+        A `keras.Model` with outputs `[mean, log_var]`, each
+        `(batch, latent_dim)` float32; log_var in `LOG_VAR_BOUNDS`.
+    """
+    image_shape = _check_image_shape(image_shape)
+    _check_common(architecture, latent_dim)
+    widths = _widths(architecture, image_shape, widths)
+    images = keras.Input(shape=image_shape, name="images")
+    h = images
+    if architecture == "mlp":
+        h = keras.layers.Flatten()(h)
+        for units in widths:
+            h = keras.layers.Dense(units, activation=activation)(h)
+    else:
+        for filters in widths:
+            h = keras.layers.Conv2D(filters, 4, strides=2, padding="same", activation=activation)(h)
+        h = keras.layers.Flatten()(h)
+        h = keras.layers.Dense(dense_units, activation=activation)(h)
+    # Heads in float32 so log_var and the KL are exact under mixed precision.
+    mean = keras.layers.Dense(latent_dim, dtype="float32", name="mean")(h)
+    raw_log_var = keras.layers.Dense(latent_dim, dtype="float32", name="raw_log_var")(h)
+    log_var = SoftClip(*LOG_VAR_BOUNDS, dtype="float32", name="log_var")(raw_log_var)
+    return keras.Model(images, [mean, log_var], name=name)
+
+
+def build_decoder(
+    image_shape,
+    latent_dim,
+    architecture="conv",
+    likelihood="bernoulli",
+    widths=None,
+    dense_units=DEFAULT_DENSE_UNITS,
+    activation="relu",
+    per_channel_scale=False,
+    name="decoder",
+):
+    """Builds p(x|z): z -> the likelihood's parameters.
+
+    The conv decoder mirrors the encoder: dense layers up to a
+    `ceil(H / 2^n) x ceil(W / 2^n)` grid, `n = len(widths)` stride-2
+    transposed convolutions, and a crop when H or W is not a multiple of 2^n
+    (e.g. 28 = 32 - 4 with three layers).
+
+    Args:
+        image_shape: `(H, W, C)` of the images to model.
+        latent_dim: int, size of z.
+        architecture: `"mlp"` or `"conv"`.
+        likelihood: a name from `keras_vae.likelihoods.LIKELIHOODS`; sets the
+            number of output parameters per channel.
+        widths: the encoder's widths (the decoder uses them in reverse).
+        dense_units: width of the conv decoder's first dense layer.
+        activation: hidden activation.
+        per_channel_scale: `gaussian_learned` only: one learned sigma per
+            channel instead of one shared.
+        name: model name.
+
+    Returns:
+        A `keras.Model` mapping `(batch, latent_dim)` to float32 parameters
+        `(batch, H, W, num_params * C)`.
+    """
+    image_shape = _check_image_shape(image_shape)
+    _check_common(architecture, latent_dim)
+    widths = _widths(architecture, image_shape, widths)
+    lik = likelihoods_lib.get(likelihood) if isinstance(likelihood, str) else likelihood
+    height, width, channels = image_shape
+    learned_scale = lik.name == "gaussian_learned"
+    # gaussian_learned: the network gives the mean, LearnedScale adds log sigma.
+    out_channels = channels * (1 if learned_scale else lik.num_params)
+
+    z = keras.Input(shape=(latent_dim,), name="z")
+    if architecture == "mlp":
+        h = z
+        for units in reversed(widths):
+            h = keras.layers.Dense(units, activation=activation)(h)
+        h = keras.layers.Dense(height * width * out_channels, dtype="float32", name="params")(h)
+        params = keras.layers.Reshape((height, width, out_channels), dtype="float32")(h)
+    else:
+        scale = 2 ** len(widths)
+        base_h, base_w = math.ceil(height / scale), math.ceil(width / scale)
+        h = keras.layers.Dense(dense_units, activation=activation)(z)
+        h = keras.layers.Dense(base_h * base_w * widths[-1], activation=activation)(h)
+        h = keras.layers.Reshape((base_h, base_w, widths[-1]))(h)
+        for filters in reversed(widths[:-1]):
+            h = keras.layers.Conv2DTranspose(
+                filters, 4, strides=2, padding="same", activation=activation
+            )(h)
+        params = keras.layers.Conv2DTranspose(
+            out_channels, 4, strides=2, padding="same", dtype="float32", name="params"
+        )(h)
+        crop_h, crop_w = base_h * scale - height, base_w * scale - width
+        if crop_h or crop_w:
+            params = keras.layers.Cropping2D(
+                ((crop_h // 2, crop_h - crop_h // 2), (crop_w // 2, crop_w - crop_w // 2)),
+                dtype="float32",
+            )(params)
+    if learned_scale:
+        params = LearnedScale(per_channel=per_channel_scale, dtype="float32", name="log_sigma")(
+            params
+        )
+    return keras.Model(z, params, name=name)
