@@ -1,0 +1,125 @@
+"""`load`: one entry point for every dataset, one pipeline shape for all."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from keras_vae.config import UsageError
+from keras_vae.data import folder, frey, pipeline, shapes, tfds_sources
+
+# The known dataset names; `folder:PATH` is accepted as well.
+DATASETS = ("shapes", *tfds_sources.TFDS_DATASETS, "frey_faces")
+SPLITS = ("train", "validation", "test")
+
+
+def _check_positive_int(name: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"Expected {name} to be a positive integer. Received: {name}={value!r}")
+
+
+def load(
+    name: str,
+    split: str,
+    *,
+    batch_size: int,
+    image_size: int | None = None,
+    binarize: bool = False,
+    shuffle: bool = True,
+    seed: int = 0,
+    data_dir: str | None = None,
+    download: bool = False,
+    strict: bool = False,
+    with_labels: bool = False,
+    repeat: bool = False,
+    drop_remainder: bool = False,
+    channels: int | None = None,
+    cache: bool | str = True,
+) -> tuple[tf.data.Dataset, pipeline.DatasetInfo]:
+    """Loads one split of a dataset as batches of float32 images in [0, 1].
+
+    Every dataset goes through the same pipeline: parallel decode and resize,
+    a uint8 cache, a seeded shuffle that changes every epoch, batching, then
+    conversion to float32 (exactly k/255 for 8-bit sources) or dynamic
+    binarization, and prefetching. The `shapes` data is rendered per batch
+    instead of decoded and cached.
+
+    Args:
+        name: `"shapes"`, `"mnist"`, `"fashion_mnist"`, `"cifar10"`,
+            `"celeb_a"`, `"svhn_cropped"`, `"frey_faces"` or `"folder:PATH"`.
+        split: `"train"`, `"validation"` or `"test"`. Datasets without a
+            validation split hold one out of their training data, so nothing
+            trains on `test`.
+        batch_size: Examples per batch.
+        image_size: Output side in pixels; None for the dataset's own size
+            (shapes 64, mnist / fashion_mnist 28, cifar10 / svhn_cropped 32,
+            celeb_a 64, folders 64, frey_faces its native 28 x 20).
+        binarize: Replace each pixel x by a fresh Bernoulli(x) draw every
+            epoch (seeded): dynamic binarization.
+        shuffle: Shuffle with `seed`, in a new order every epoch.
+        seed: Seed of the shuffle order and of the binarization draws.
+        data_dir: TFDS data directory, and where `frey_rawface.mat` is looked
+            for; None for the TFDS default.
+        download: Let TFDS download a dataset that is not in `data_dir`.
+        strict: Folders: an unreadable file raises `DataError` instead of
+            being skipped with a warning.
+        with_labels: Yield `(images, labels)`, labels a dict of int64 (B,)
+            tensors named by `DatasetInfo.label_names` (empty for folders and
+            frey_faces).
+        repeat: Repeat forever (training with `steps_per_epoch`).
+        drop_remainder: Drop the last, smaller batch.
+        channels: Folders only: 1 (gray) or 3 (RGB, the default).
+        cache: True caches the decoded, resized uint8 images in memory (CelebA
+            train at 64 x 64: 2.0 GB); a str caches them in files with that
+            path prefix (the dataset, split and shape are appended); False
+            decodes every epoch again.
+
+    Returns:
+        `(dataset, info)`: batches of float32 images (B, H, W, C) with static
+        H, W, C (or `(images, labels)`), and a `DatasetInfo`.
+
+    Raises:
+        UsageError: Unknown dataset or split, or a bad argument.
+        DatasetNotFoundError: The dataset is not on disk (and not downloaded).
+        DataError: A folder or file that is missing, empty or unreadable.
+    """
+    if not isinstance(name, str) or (name not in DATASETS and not name.startswith(folder.PREFIX)):
+        known = ", ".join(DATASETS)
+        raise UsageError(f"Unknown dataset {name!r}. Expected one of: {known}, or folder:PATH.")
+    if split not in SPLITS:
+        raise UsageError(
+            f"Expected split to be one of {', '.join(SPLITS)}. Received: split={split!r}"
+        )
+    _check_positive_int("batch_size", batch_size)
+    _check_positive_int("image_size", image_size, allow_none=True)
+    is_folder = name.startswith(folder.PREFIX)
+    if is_folder and not name[len(folder.PREFIX) :].strip():
+        raise UsageError(
+            f"Expected folder:PATH with the path of an image folder. Received: {name!r}"
+        )
+    if channels is not None and not is_folder:
+        raise UsageError(
+            f"Expected channels only with a folder:PATH dataset. Received: channels={channels} "
+            f"for {name!r}"
+        )
+    if not isinstance(cache, (bool, str)):
+        raise UsageError(f"Expected cache to be a bool or a file prefix. Received: cache={cache!r}")
+
+    common = dict(
+        batch_size=batch_size,
+        image_size=image_size,
+        shuffle=shuffle,
+        seed=seed,
+        with_labels=with_labels,
+        repeat=repeat,
+        drop_remainder=drop_remainder,
+    )
+    if name == "shapes":
+        return shapes.make_dataset(split, **common)
+    common.update(binarize=binarize, cache=cache)
+    if is_folder:
+        return folder.make_dataset(name, split, channels=channels, strict=strict, **common)
+    if name == "frey_faces":
+        return frey.make_dataset(split, data_dir=data_dir, **common)
+    return tfds_sources.make_dataset(name, split, data_dir=data_dir, download=download, **common)

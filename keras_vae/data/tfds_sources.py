@@ -1,0 +1,196 @@
+"""TensorFlow Datasets sources: mnist, fashion_mnist, cifar10, svhn_cropped, celeb_a.
+
+Splits: nothing ever trains on `test`. Datasets without a validation split
+hold out the last 5,000 examples of `train` as `validation` (10% for a train
+split under 50,000 examples; all built-ins have at least 50,000). TFDS
+shuffled the examples when it generated the files, so the last 5,000 are a
+random sample, and the slice is the same on every machine. CelebA has its own
+official train / validation / test split.
+
+CelebA follows the usual VAE recipe: the central 148 x 148 crop of the
+218 x 178 aligned faces, resized (antialiased) to `image_size`, 64 by default.
+
+TFDS is imported lazily: it costs seconds and only these datasets need it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+from keras_vae.data import image_ops, pipeline
+
+# Held out of `train` as `validation` for datasets without one.
+VALIDATION_HOLDOUT = 5_000
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsSpec:
+    """How one TFDS dataset becomes images.
+
+    Attributes:
+        image_shape: (H, W, C) of the stored images.
+        default_size: Output side when `image_size` is None; None keeps the
+            stored size.
+        train_examples: Size of the TFDS `train` split when the dataset has no
+            validation split (it is carved out of `train`); None when the
+            dataset has its own.
+        crop: Side of the central square crop taken before resizing; None for
+            no crop.
+        label_key: The feature holding the labels: an int class label, or a
+            dict of bool attributes (one label per key).
+    """
+
+    image_shape: tuple[int, int, int]
+    default_size: int | None
+    train_examples: int | None
+    crop: int | None
+    label_key: str
+
+
+TFDS_DATASETS = {
+    "mnist": TfdsSpec((28, 28, 1), None, 60_000, None, "label"),
+    "fashion_mnist": TfdsSpec((28, 28, 1), None, 60_000, None, "label"),
+    "cifar10": TfdsSpec((32, 32, 3), None, 50_000, None, "label"),
+    "svhn_cropped": TfdsSpec((32, 32, 3), None, 73_257, None, "label"),
+    "celeb_a": TfdsSpec((218, 178, 3), 64, None, 148, "attributes"),
+}
+
+
+def tfds_split(name: str, split: str) -> str:
+    """The TFDS split string of one of our splits, e.g. `"train[:55000]"`."""
+    spec = TFDS_DATASETS[name]
+    if spec.train_examples is None or split == "test":
+        return split
+    holdout = VALIDATION_HOLDOUT if spec.train_examples >= 50_000 else spec.train_examples // 10
+    boundary = spec.train_examples - holdout
+    return f"train[:{boundary}]" if split == "train" else f"train[{boundary}:]"
+
+
+def missing_message(name: str, data_dir_root: str, version_dir: str, reason: str = "") -> str:
+    """The one-line message of a dataset that is not on disk."""
+    if reason:
+        # An exception text can span lines; the message must not.
+        reason = " ".join(reason.split())[:300]
+        problem = (
+            f"Downloading TFDS dataset {name!r} into data_dir {data_dir_root} failed ({reason})."
+        )
+    else:
+        problem = (
+            f"TFDS dataset {name!r} is not in data_dir {data_dir_root} "
+            f"(looked for {version_dir}) and downloading is off."
+        )
+    return (
+        f"{problem} Either download it on a machine with internet: "
+        f"`tfds build {name} --data_dir={data_dir_root}` (or `python -m "
+        f"tensorflow_datasets.scripts.download_and_prepare --datasets={name} "
+        f"--data_dir={data_dir_root}`), then copy {data_dir_root}/{name} here, "
+        f"or rerun train.py with --download there; "
+        f"or train on a folder of the extracted images with --dataset=folder:PATH."
+    )
+
+
+def make_dataset(
+    name: str,
+    split: str,
+    *,
+    batch_size: int,
+    image_size: int | None = None,
+    binarize: bool = False,
+    shuffle: bool = True,
+    seed: int = 0,
+    data_dir: str | None = None,
+    download: bool = False,
+    with_labels: bool = False,
+    repeat: bool = False,
+    drop_remainder: bool = False,
+    cache: bool | str = True,
+) -> tuple[tf.data.Dataset, pipeline.DatasetInfo]:
+    """A TFDS dataset as float32 batches; see `keras_vae.data.load`.
+
+    Raises:
+        DatasetNotFoundError: The dataset is not prepared in `data_dir` and
+            `download` is False, or the download failed.
+    """
+    import tensorflow_datasets as tfds
+
+    spec = TFDS_DATASETS[name]
+    builder = tfds.builder(name, data_dir=data_dir)
+    root = str(builder.data_dir_root)
+    if download and not builder.is_prepared():
+        try:
+            builder.download_and_prepare()
+        except Exception as error:  # Any failure (network, quota, disk) ends in one message.
+            reason = f"{type(error).__name__}: {error}"
+            raise pipeline.DatasetNotFoundError(
+                missing_message(name, root, builder.data_dir, reason)
+            ) from error
+    split_string = tfds_split(name, split)
+    try:
+        # shuffle_files=False: a fixed read order, so the seeded shuffle below
+        # alone decides the order. No autocache: we cache after resizing.
+        ds = builder.as_dataset(
+            split=split_string,
+            shuffle_files=False,
+            read_config=tfds.ReadConfig(try_autocache=False),
+        )
+    except AssertionError:
+        # TFDS says "Dataset mnist: could not find data in ..." this way.
+        if builder.is_prepared():
+            raise
+        raise pipeline.DatasetNotFoundError(missing_message(name, root, builder.data_dir)) from None
+
+    num_examples = int(ds.cardinality())
+    if num_examples < 0:
+        num_examples = builder.info.splits[split_string].num_examples
+
+    height, width, channels = spec.image_shape
+    if spec.crop:
+        height = width = spec.crop
+    size = image_size or spec.default_size
+    out_height, out_width = (size, size) if size else (height, width)
+    label_feature = builder.info.features[spec.label_key]
+    if isinstance(label_feature, tfds.features.FeaturesDict):
+        label_names = tuple(sorted(label_feature.keys()))  # CelebA: 40 attributes
+    else:
+        label_names = (spec.label_key,)
+    info = pipeline.DatasetInfo(
+        name=name,
+        split=split,
+        image_shape=(out_height, out_width, channels),
+        num_examples=num_examples,
+        label_names=label_names,
+        binary=False,
+    )
+
+    def prepare(example):
+        image = example["image"]  # uint8 (H, W, C), decoded by TFDS in parallel
+        if spec.crop:
+            image = image_ops.center_crop(image, spec.crop, spec.crop)
+        if (out_height, out_width) != (height, width):
+            image = image_ops.resize_to_uint8(image, out_height, out_width)
+        image = tf.ensure_shape(image, info.image_shape)
+        if not with_labels:
+            return image
+        raw = example[spec.label_key]
+        if isinstance(raw, dict):  # CelebA attributes: bool -> 0 / 1
+            labels = {key: tf.cast(raw[key], tf.int64) for key in label_names}
+        else:
+            labels = {spec.label_key: tf.cast(raw, tf.int64)}
+        return image, labels
+
+    ds = ds.map(prepare, num_parallel_calls=pipeline.AUTOTUNE, deterministic=True)
+    ds = pipeline.batch_and_finish(
+        ds,
+        info=info,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        repeat=repeat,
+        drop_remainder=drop_remainder,
+        binarize=binarize,
+        with_labels=with_labels,
+        cache=cache,
+    )
+    return ds, info
