@@ -13,6 +13,9 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Keep TensorFlow's C++ start-up lines off stderr unless asked for verbosity.
+if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv[1:]):
+    os.environ.setdefault("KERAS_VAE_QUIET_IMPORT", "1")
 
 from absl import app, flags, logging  # noqa: E402
 
@@ -44,6 +47,7 @@ flags.DEFINE_integer("batch_size", None, "Global batch size.")
 flags.DEFINE_float("learning_rate", None, "Adam learning rate.")
 flags.DEFINE_integer("image_size", None, "Resize images to this size (square).")
 flags.DEFINE_integer("seed", None, "Random seed (weights, sampling, data order).")
+flags.DEFINE_integer("image_every", None, "Write TensorBoard image grids every N epochs.")
 
 # Flag name -> Config field, where they differ.
 _RENAMED = {"model": "architecture"}
@@ -51,7 +55,7 @@ _CONFIG_FLAGS = (
     "data_dir", "download", "strict_data", "model", "latent_dim", "widths", "likelihood",
     "gaussian_sigma", "binarize", "beta", "beta_schedule", "warmup_steps", "beta_cycles",
     "free_bits", "epochs", "steps_per_epoch", "validation_steps", "eval_steps", "batch_size",
-    "learning_rate", "image_size", "seed",
+    "learning_rate", "image_size", "seed", "image_every",
 )
 
 

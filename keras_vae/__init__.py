@@ -9,6 +9,10 @@ Public API (DESIGN.md section 3)::
     vae = keras_vae.VAE(enc, dec, likelihood="bernoulli", beta=1.0)
 """
 
+from keras_vae import _quiet_import
+
+_quiet_import.import_tensorflow()
+
 from keras_vae.layers import LearnedScale, Sampling, SoftClip
 from keras_vae.model import VAE, beta_at
 from keras_vae.networks import build_decoder, build_encoder

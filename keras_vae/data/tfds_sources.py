@@ -15,7 +15,9 @@ TFDS is imported lazily: it costs seconds and only these datasets need it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 
 import tensorflow as tf
 
@@ -91,6 +93,29 @@ def missing_message(name: str, data_dir_root: str, version_dir: str, reason: str
     )
 
 
+class _BelowError(logging.Filter):
+    """Drops TFDS's own INFO/WARNING records (emitted through absl)."""
+
+    def filter(self, record):
+        return record.levelno >= logging.ERROR or "tensorflow_datasets" not in record.pathname
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+    """Probing a missing dataset makes TFDS log "Variant folder ... has no
+    dataset_info.json" and "Constructing tf.data.Dataset ..." lines; our own
+    one-line DatasetNotFoundError says it better."""
+    handlers = logging.getLogger().handlers
+    quiet = _BelowError()
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
+
+
 def make_dataset(
     name: str,
     split: str,
@@ -116,30 +141,32 @@ def make_dataset(
     import tensorflow_datasets as tfds
 
     spec = TFDS_DATASETS[name]
-    builder = tfds.builder(name, data_dir=data_dir)
-    root = str(builder.data_dir_root)
-    if download and not builder.is_prepared():
+    with _quiet_tfds():
+        builder = tfds.builder(name, data_dir=data_dir)
+        root = str(builder.data_dir_root)
+        if download and not builder.is_prepared():
+            try:
+                builder.download_and_prepare()
+            except Exception as error:  # Any failure (network, quota, disk) ends in one message.
+                reason = f"{type(error).__name__}: {error}"
+                raise pipeline.DatasetNotFoundError(
+                    missing_message(name, root, builder.data_dir, reason)
+                ) from error
+        split_string = tfds_split(name, split)
         try:
-            builder.download_and_prepare()
-        except Exception as error:  # Any failure (network, quota, disk) ends in one message.
-            reason = f"{type(error).__name__}: {error}"
-            raise pipeline.DatasetNotFoundError(
-                missing_message(name, root, builder.data_dir, reason)
-            ) from error
-    split_string = tfds_split(name, split)
-    try:
-        # shuffle_files=False: a fixed read order, so the seeded shuffle below
-        # alone decides the order. No autocache: we cache after resizing.
-        ds = builder.as_dataset(
-            split=split_string,
-            shuffle_files=False,
-            read_config=tfds.ReadConfig(try_autocache=False),
-        )
-    except AssertionError:
-        # TFDS says "Dataset mnist: could not find data in ..." this way.
-        if builder.is_prepared():
-            raise
-        raise pipeline.DatasetNotFoundError(missing_message(name, root, builder.data_dir)) from None
+            # shuffle_files=False: a fixed read order, so the seeded shuffle below
+            # alone decides the order. No autocache: we cache after resizing.
+            ds = builder.as_dataset(
+                split=split_string,
+                shuffle_files=False,
+                read_config=tfds.ReadConfig(try_autocache=False),
+            )
+        except AssertionError:
+            # TFDS says "Dataset mnist: could not find data in ..." this way.
+            if builder.is_prepared():
+                raise
+            message = missing_message(name, root, builder.data_dir)
+            raise pipeline.DatasetNotFoundError(message) from None
 
     num_examples = int(ds.cardinality())
     if num_examples < 0:

@@ -1,0 +1,27 @@
+"""Imports TensorFlow without its C++ start-up chatter, when asked to.
+
+TensorFlow's runtime prints "WARNING: All log messages before
+absl::InitializeLog() ..." and INFO lines (oneDNN, CUDA drivers) straight to
+file descriptor 2 while it is imported, whatever TF_CPP_MIN_LOG_LEVEL says
+(TF 2.21). The entry points set KERAS_VAE_QUIET_IMPORT=1 so that a usage
+error is one line on stderr, not one line after six. Library users are not
+affected unless they set the variable themselves.
+"""
+
+import os
+import sys
+
+
+def import_tensorflow():
+    if os.environ.get("KERAS_VAE_QUIET_IMPORT") != "1" or "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

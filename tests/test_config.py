@@ -1,0 +1,81 @@
+"""Config: defaults <- preset <- overrides, validation, JSON round trip."""
+
+import datetime
+
+import pytest
+
+from keras_vae import config as config_lib
+from keras_vae.config import Config, UsageError
+
+
+def test_preset_then_overrides():
+    config = config_lib.resolve("celeb_a", latent_dim=64, beta=None)
+    # From the celeb_a preset.
+    assert config.architecture == "conv"
+    assert config.image_size == 64
+    assert config.likelihood == "discretized_logistic"
+    # The override wins; a None override (flag not given) keeps the preset.
+    assert config.latent_dim == 64
+    assert config.beta == 1.0
+    # Untouched defaults.
+    assert config.batch_size == Config().batch_size
+
+
+def test_every_dataset_has_a_valid_preset():
+    for name in config_lib.DATASETS:
+        assert config_lib.resolve(name).dataset == name
+    folder = config_lib.resolve("folder:/data/faces")
+    assert folder.preset_name == "folder" and folder.image_size == 64
+
+
+def test_json_round_trip(tmp_path):
+    config = config_lib.resolve("mnist", widths=(64, 32), free_bits=0.25)
+    path = tmp_path / "config.json"
+    path.write_text(config.to_json())
+    assert Config.from_json_file(str(path)) == config
+
+
+def test_unknown_key_is_an_error():
+    with pytest.raises(UsageError, match=r"Unknown config key\(s\) \['latent_size'\]"):
+        Config().replace(latent_size=3)
+    with pytest.raises(UsageError, match="Unknown config key"):
+        config_lib.resolve("shapes", lr=0.1)
+
+
+@pytest.mark.parametrize(
+    "dataset, overrides, message",
+    [
+        ("cifar100", {}, "Unknown dataset 'cifar100'"),
+        ("folder:", {}, "needs a path"),
+        ("shapes", {"latent_dim": 0}, "--latent_dim must be a positive integer"),
+        ("shapes", {"batch_size": -4}, "--batch_size must be a positive integer"),
+        ("shapes", {"epochs": 1.5}, "--epochs must be a positive integer"),
+        ("shapes", {"beta": -0.5}, "--beta must be >= 0"),
+        ("shapes", {"free_bits": -1.0}, "--free_bits must be >= 0"),
+        ("shapes", {"learning_rate": 0.0}, "--learning_rate must be > 0"),
+        ("shapes", {"likelihood": "poisson"}, "--likelihood must be one of"),
+        ("shapes", {"beta_schedule": "cosine"}, "--beta_schedule must be one of"),
+        ("shapes", {"architecture": "resnet"}, "--model must be one of"),
+        ("shapes", {"image_size": 32}, "not available for shapes"),
+        ("mnist", {"image_size": 4}, "too small for --model=conv"),
+        ("shapes", {"widths": (8, 0)}, "--widths must be positive integers"),
+        ("shapes", {"cycle_ratio": 1.5}, "--cycle_ratio must be in (0, 1]"),
+    ],
+)
+def test_invalid_values_name_the_flag(dataset, overrides, message):
+    if dataset == "mnist":
+        overrides = dict(overrides, architecture="conv")
+    with pytest.raises(UsageError) as info:
+        config_lib.resolve(dataset, **overrides)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+    assert info.value.exit_code == 2
+
+
+def test_default_workdir():
+    now = datetime.datetime(2026, 11, 21, 9, 5, 7)
+    assert config_lib.default_workdir("shapes", now) == "runs/shapes-20261121-090507"
+    assert (
+        config_lib.default_workdir("folder:/data/img_align_celeba/", now)
+        == "runs/folder-img_align_celeba-20261121-090507"
+    )
