@@ -74,6 +74,8 @@ class Config:
     batch_size: int = 64  # global batch size
     learning_rate: float = 1e-3  # Adam
     seed: int = 0  # seeds weights, sampling and data order
+    # Logging.
+    image_every: int = 1  # write TensorBoard image grids every this many epochs (and at the end)
 
     def replace(self, **changes):
         """A copy with `changes`; an unknown key is a UsageError."""
@@ -157,7 +159,7 @@ def validate(config):
         raise UsageError(
             "--dataset=folder: needs a path, e.g. --dataset=folder:/data/img_align_celeba."
         )
-    for name in ("latent_dim", "epochs", "batch_size", "dense_units", "beta_cycles"):
+    for name in ("latent_dim", "epochs", "batch_size", "dense_units", "beta_cycles", "image_every"):
         _positive_int(name, getattr(config, name))
     for name in ("steps_per_epoch", "validation_steps", "eval_steps", "image_size"):
         _positive_int(name, getattr(config, name), allow_none=True)

@@ -6,7 +6,8 @@ files (DESIGN.md section 1) go into `workdir`:
     config.json                 the resolved config
     model.keras                 the latest model (saved atomically each epoch)
     history.json                per-epoch logs of `fit`
-    tensorboard/{train,validation}  scalars (loss, reconstruction, kl, elbo, beta, lr)
+    tensorboard/{train,validation}  scalars (loss, reconstruction, kl, elbo, beta, lr);
+                                validation also the image grids of `LatentSummaries`
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import keras
 from absl import logging
 
 from keras_vae import data as data_lib
+from keras_vae.callbacks import LatentSummaries
 from keras_vae.config import Config, UsageError, UserError, validate
 from keras_vae.model import VAE
 from keras_vae.networks import build_decoder, build_encoder
@@ -212,6 +214,14 @@ def train_and_evaluate(config: Config, workdir: str, verbose="auto"):
             log_dir=os.path.join(workdir, "tensorboard"), write_graph=False, profile_batch=0
         ),
         AtomicModelSaver(model_path),
+        # Image grids next to the validation scalars, on the first (up to) 64
+        # validation images: fixed, as the split is not shuffled. (N, H, W, C).
+        LatentSummaries(
+            os.path.join(workdir, "tensorboard", "validation"),
+            next(iter(val_ds.unbatch().batch(64))).numpy(),
+            every=config.image_every,
+            seed=config.seed,
+        ),
     ]
     history = model.fit(
         train_ds,
