@@ -5,7 +5,8 @@ Conventions (DESIGN.md section 4):
 - every function returns per-example values in nats, summed over pixels and
   channels (or latent dimensions): shape `(batch,)`. The batch reduction
   happens in one place, the model's loss;
-- computation is in float32 whatever the inputs' dtype (mixed precision).
+- computation is in float32 whatever the inputs' dtype (mixed precision),
+  or in float64 when an input is float64 (float64 models, gradient checks).
 
 The `Likelihood` objects below tie each function to the decoder's output
 layout: the decoder returns one tensor of parameters of shape
@@ -24,6 +25,15 @@ LOG_2PI = math.log(2.0 * math.pi)
 
 def _f32(x):
     return ops.cast(x, "float32")
+
+
+def _float(*xs):
+    """Casts to one float dtype of at least 32 bits: float64 if any input is
+    float64, else float32 (16-bit floats are upcast under mixed precision)."""
+    xs = [ops.convert_to_tensor(x) for x in xs]
+    wide = any(keras.backend.standardize_dtype(x.dtype) == "float64" for x in xs)
+    dtype = "float64" if wide else "float32"
+    return tuple(ops.cast(x, dtype) for x in xs)
 
 
 def _sum_per_example(values):
@@ -48,7 +58,7 @@ def bernoulli_log_prob(x, logits):
     Returns:
         `(batch,)` log-likelihood in nats.
     """
-    x, logits = _f32(x), _f32(logits)
+    x, logits = _float(x, logits)
     return _sum_per_example(x * logits - ops.softplus(logits))
 
 
@@ -66,7 +76,7 @@ def gaussian_log_prob(x, mean, log_scale):
     Returns:
         `(batch,)` log-likelihood in nats.
     """
-    x, mean, log_scale = _f32(x), _f32(mean), _f32(log_scale)
+    x, mean, log_scale = _float(x, mean, log_scale)
     z = (x - mean) * ops.exp(-log_scale)
     return _sum_per_example(-0.5 * LOG_2PI - log_scale - 0.5 * ops.square(z))
 
@@ -98,7 +108,7 @@ def discretized_logistic_log_prob(x, mean, log_scale, num_bins=256):
         Salimans, Karpathy, Chen & Kingma, "PixelCNN++", ICLR 2017, eq. (2);
         edge cases as in their `discretized_mix_logistic_loss`.
     """
-    x, mean, log_scale = _f32(x), _f32(mean), _f32(log_scale)
+    x, mean, log_scale = _float(x, mean, log_scale)
     half = 0.5 / (num_bins - 1)
     inv_s = ops.exp(-log_scale)
     centered = x - mean
@@ -141,7 +151,7 @@ def gaussian_kl_per_dim(mean, log_var):
     Returns:
         `(batch, latent_dim)` KL in nats.
     """
-    mean, log_var = _f32(mean), _f32(log_var)
+    mean, log_var = _float(mean, log_var)
     return 0.5 * (ops.exp(log_var) + ops.square(mean) - 1.0 - log_var)
 
 
@@ -159,7 +169,7 @@ def gaussian_log_density(z, mean, log_var):
     Returns:
         `(...)` log-density in nats.
     """
-    z, mean, log_var = _f32(z), _f32(mean), _f32(log_var)
+    z, mean, log_var = _float(z, mean, log_var)
     return -0.5 * ops.sum(
         LOG_2PI + log_var + ops.square(z - mean) * ops.exp(-log_var), axis=-1
     )
@@ -167,7 +177,7 @@ def gaussian_log_density(z, mean, log_var):
 
 def standard_normal_log_density(z):
     """log N(z; 0, I) summed over the last axis: `(...)` nats."""
-    z = _f32(z)
+    (z,) = _float(z)
     return -0.5 * ops.sum(LOG_2PI + ops.square(z), axis=-1)
 
 

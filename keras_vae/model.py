@@ -284,7 +284,8 @@ class VAE(keras.Model):
             kl_term = ops.sum(ops.maximum(self.free_bits, ops.mean(terms["kl_per_dim"], axis=0)))
         else:
             kl_term = kl
-        loss = reconstruction + beta * kl_term
+        # beta is a float32 tensor in train_step; match a float64 model's KL.
+        loss = reconstruction + ops.cast(beta, kl_term.dtype) * kl_term
         elbo = ops.mean(terms["log_px"] - kl_per_example)
         return loss, {"reconstruction": reconstruction, "kl": kl, "elbo": elbo}
 

@@ -29,6 +29,11 @@ DEFAULT_DENSE_UNITS = 256
 LOG_VAR_BOUNDS = (-10.0, 10.0)
 
 
+def _head_dtype():
+    """float32 heads (exact under mixed precision), float64 under a float64 policy."""
+    return "float64" if keras.config.dtype_policy().compute_dtype == "float64" else "float32"
+
+
 def _check_image_shape(image_shape):
     shape = tuple(image_shape)
     if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
@@ -118,9 +123,10 @@ def build_encoder(
         h = keras.layers.Flatten()(h)
         h = keras.layers.Dense(dense_units, activation=activation)(h)
     # Heads in float32 so log_var and the KL are exact under mixed precision.
-    mean = keras.layers.Dense(latent_dim, dtype="float32", name="mean")(h)
-    raw_log_var = keras.layers.Dense(latent_dim, dtype="float32", name="raw_log_var")(h)
-    log_var = SoftClip(*LOG_VAR_BOUNDS, dtype="float32", name="log_var")(raw_log_var)
+    head_dtype = _head_dtype()
+    mean = keras.layers.Dense(latent_dim, dtype=head_dtype, name="mean")(h)
+    raw_log_var = keras.layers.Dense(latent_dim, dtype=head_dtype, name="raw_log_var")(h)
+    log_var = SoftClip(*LOG_VAR_BOUNDS, dtype=head_dtype, name="log_var")(raw_log_var)
     return keras.Model(images, [mean, log_var], name=name)
 
 
@@ -168,13 +174,14 @@ def build_decoder(
     # gaussian_learned: the network gives the mean, LearnedScale adds log sigma.
     out_channels = channels * (1 if learned_scale else lik.num_params)
 
+    head_dtype = _head_dtype()
     z = keras.Input(shape=(latent_dim,), name="z")
     if architecture == "mlp":
         h = z
         for units in reversed(widths):
             h = keras.layers.Dense(units, activation=activation)(h)
-        h = keras.layers.Dense(height * width * out_channels, dtype="float32", name="params")(h)
-        params = keras.layers.Reshape((height, width, out_channels), dtype="float32")(h)
+        h = keras.layers.Dense(height * width * out_channels, dtype=head_dtype, name="params")(h)
+        params = keras.layers.Reshape((height, width, out_channels), dtype=head_dtype)(h)
     else:
         scale = 2 ** len(widths)
         base_h, base_w = math.ceil(height / scale), math.ceil(width / scale)
@@ -186,16 +193,16 @@ def build_decoder(
                 filters, 4, strides=2, padding="same", activation=activation
             )(h)
         params = keras.layers.Conv2DTranspose(
-            out_channels, 4, strides=2, padding="same", dtype="float32", name="params"
+            out_channels, 4, strides=2, padding="same", dtype=head_dtype, name="params"
         )(h)
         crop_h, crop_w = base_h * scale - height, base_w * scale - width
         if crop_h or crop_w:
             params = keras.layers.Cropping2D(
                 ((crop_h // 2, crop_h - crop_h // 2), (crop_w // 2, crop_w - crop_w // 2)),
-                dtype="float32",
+                dtype=head_dtype,
             )(params)
     if learned_scale:
-        params = LearnedScale(per_channel=per_channel_scale, dtype="float32", name="log_sigma")(
+        params = LearnedScale(per_channel=per_channel_scale, dtype=head_dtype, name="log_sigma")(
             params
         )
     return keras.Model(z, params, name=name)

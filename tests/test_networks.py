@@ -1,0 +1,223 @@
+"""Tests for keras_vae.networks: encoder/decoder shapes for every architecture,
+image shape and likelihood; bounded log-variance; argument errors; precision."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_vae import build_decoder, build_encoder, networks
+from keras_vae.likelihoods import LIKELIHOODS
+
+ARCHITECTURES = ["mlp", "conv"]
+IMAGE_SHAPES = [(28, 28, 1), (32, 32, 3), (64, 64, 1), (64, 64, 3), (20, 28, 1)]
+LIKELIHOOD_NAMES = ["bernoulli", "gaussian", "gaussian_learned", "discretized_logistic"]
+LATENT_DIM = 3
+BATCH = 2
+
+
+def np_(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def small(architecture):
+    """Tiny widths; three conv layers so 28 and 20 need a crop (28 -> 32 - 4)."""
+    if architecture == "mlp":
+        return {"widths": (16,)}
+    return {"widths": (4, 8, 8), "dense_units": 16}
+
+
+def dtype_of(x):
+    return keras.backend.standardize_dtype(x.dtype)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("image_shape", IMAGE_SHAPES)
+def test_encoder_output_shapes(image_shape, architecture):
+    encoder = build_encoder(image_shape, LATENT_DIM, architecture, **small(architecture))
+    assert encoder.input_shape == (None, *image_shape)
+    images = np.random.default_rng(0).random((BATCH, *image_shape)).astype("float32")
+    mean, log_var = encoder(images)
+    for out in (mean, log_var):
+        assert tuple(out.shape) == (BATCH, LATENT_DIM)
+        assert dtype_of(out) == "float32"
+        assert np.all(np.isfinite(np_(out)))
+
+
+@pytest.mark.parametrize("likelihood", LIKELIHOOD_NAMES)
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("image_shape", IMAGE_SHAPES)
+def test_decoder_output_shapes(image_shape, architecture, likelihood):
+    decoder = build_decoder(
+        image_shape, LATENT_DIM, architecture, likelihood=likelihood, **small(architecture)
+    )
+    height, width, channels = image_shape
+    num_params = LIKELIHOODS[likelihood].num_params
+    expected = (BATCH, height, width, num_params * channels)
+    assert decoder.output_shape == (None, *expected[1:])
+    params = decoder(np.random.default_rng(0).normal(size=(BATCH, LATENT_DIM)).astype("float32"))
+    assert tuple(params.shape) == expected
+    assert dtype_of(params) == "float32"
+    assert np.all(np.isfinite(np_(params)))
+
+
+def test_conv_decoder_crops_when_needed():
+    # Three stride-2 layers: 28 -> ceil(28 / 8) * 8 = 32, crop 4 (2 each side);
+    # 20 -> 24, crop 4. 64 -> 64, no crop.
+    crops = {
+        shape: [
+            layer.cropping
+            for layer in build_decoder(shape, 2, "conv", widths=(4, 8, 8), dense_units=8).layers
+            if isinstance(layer, keras.layers.Cropping2D)
+        ]
+        for shape in [(28, 28, 1), (20, 28, 1), (64, 64, 1)]
+    }
+    assert crops[(28, 28, 1)] == [((2, 2), (2, 2))]
+    assert crops[(20, 28, 1)] == [((2, 2), (2, 2))]
+    assert crops[(64, 64, 1)] == []
+
+
+def test_default_conv_widths_golden():
+    # Halve until the smaller side is <= 7: 28 -> 14 -> 7 (2 layers);
+    # 32 -> 16 -> 8 -> 4 (3); 64 -> ... -> 4 (4); 20 -> 10 -> 5 (2); 7 -> 4 (1).
+    # Widths 32, 32, 64, 64, 128, ... doubling every second layer.
+    assert networks.default_conv_widths((28, 28, 1)) == (32, 32)
+    assert networks.default_conv_widths((32, 32, 3)) == (32, 32, 64)
+    assert networks.default_conv_widths((64, 64, 3)) == (32, 32, 64, 64)
+    assert networks.default_conv_widths((20, 28, 1)) == (32, 32)
+    assert networks.default_conv_widths((7, 7, 1)) == (32,)
+    assert networks.default_conv_widths((256, 256, 3)) == (32, 32, 64, 64, 128, 128)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_default_widths_round_trip_shapes(architecture):
+    encoder = build_encoder((32, 32, 3), 4, architecture)
+    decoder = build_decoder((32, 32, 3), 4, architecture, likelihood="discretized_logistic")
+    mean, log_var = encoder(np.zeros((BATCH, 32, 32, 3), "float32"))
+    assert tuple(mean.shape) == tuple(log_var.shape) == (BATCH, 4)
+    assert tuple(decoder(mean).shape) == (BATCH, 32, 32, 6)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_log_var_bounded_for_huge_inputs(architecture):
+    # Make the raw log-variance enormous on purpose: log-variance head kernel
+    # +1 for the first half of the units and -1 for the rest, inputs +-1e4.
+    # The SoftClip keeps log_var in [-10, 10] (float32 saturates the sigmoid,
+    # so the bounds themselves are reached), exp(log_var) stays finite.
+    keras.utils.set_random_seed(0)
+    encoder = build_encoder((16, 16, 1), 4, architecture, **small(architecture))
+    head = encoder.get_layer("raw_log_var")
+    kernel = np.ones(head.kernel.shape, "float32")
+    kernel[:, 2:] = -1.0
+    head.kernel.assign(kernel)
+    for scale in (1e4, -1e4):
+        images = np.full((BATCH, 16, 16, 1), scale, "float32")
+        _, log_var = encoder(images)
+        log_var = np_(log_var)
+        assert np.all(np.isfinite(log_var)) and np.all(np.isfinite(np.exp(log_var)))
+        assert log_var.min() >= -10.0 and log_var.max() <= 10.0
+    # Not vacuous: the last call hit both bounds (to float32 precision).
+    assert log_var.max() > 9.99 and log_var.min() < -9.99
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_decoder_outputs_raw_parameters(architecture):
+    # Logits, not a squashed image: with the output bias at 3 the Bernoulli
+    # decoder returns values ~3, which a sigmoid/clip would have kept <= 1.
+    decoder = build_decoder((16, 16, 1), 2, architecture, **small(architecture))
+    head = decoder.get_layer("params")
+    head.bias.assign(np.full(head.bias.shape, 3.0, "float32"))
+    params = np_(decoder(np.zeros((1, 2), "float32")))
+    np.testing.assert_allclose(params, 3.0, atol=1e-6)  # z = 0, relu(0) = 0: only the bias
+
+
+@pytest.mark.parametrize("per_channel,size", [(False, 1), (True, 3)])
+def test_gaussian_learned_decoder_layout(per_channel, size):
+    decoder = build_decoder(
+        (8, 8, 3),
+        2,
+        "mlp",
+        likelihood="gaussian_learned",
+        per_channel_scale=per_channel,
+        widths=(8,),
+    )
+    layer = decoder.get_layer("log_sigma")
+    assert tuple(layer.log_scale.shape) == (size,)
+    params = np_(decoder(np.random.default_rng(0).normal(size=(2, 2)).astype("float32")))
+    assert params.shape == (2, 8, 8, 6)
+    # Channels 3..5 are log(sigma), initial -6 + softplus(0 + 6) = 0.0024757,
+    # the same at every pixel (float32 rounding of -6 + 6.0025: 2.4e-7).
+    np.testing.assert_allclose(params[..., 3:], 0.0024757, atol=3e-7)
+
+
+# ---------------------------------------------------------------------------
+# Argument errors
+
+BAD_ARGUMENTS = [
+    ({"latent_dim": 0}, "latent_dim"),
+    ({"latent_dim": -2}, "latent_dim"),
+    ({"latent_dim": 2.0}, "latent_dim"),
+    ({"architecture": "resnet"}, "architecture"),
+    ({"image_shape": (28, 28)}, "image_shape"),
+    ({"image_shape": (28, 28, 0)}, "image_shape"),
+    ({"image_shape": (28, -28, 1)}, "image_shape"),
+    ({"image_shape": (28.0, 28, 1)}, "image_shape"),
+    ({"widths": ()}, "widths"),
+    ({"widths": (8, 0)}, "widths"),
+]
+
+
+@pytest.mark.parametrize("builder", [build_encoder, build_decoder])
+@pytest.mark.parametrize("override,name", BAD_ARGUMENTS)
+def test_bad_arguments_raise(builder, override, name):
+    kwargs = {"image_shape": (28, 28, 1), "latent_dim": 2, "architecture": "conv"}
+    kwargs.update(override)
+    with pytest.raises(ValueError, match="Expected") as info:
+        builder(**kwargs)
+    # The message names the argument and the received value.
+    assert f"{name}=" in str(info.value)
+
+
+def test_unknown_likelihood_raises():
+    with pytest.raises(ValueError, match="Expected a likelihood"):
+        build_decoder((28, 28, 1), 2, "mlp", likelihood="poisson")
+
+
+# ---------------------------------------------------------------------------
+# Precision
+
+
+HIDDEN_TYPES = (keras.layers.Dense, keras.layers.Conv2D, keras.layers.Conv2DTranspose)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_mixed_precision_heads_are_float32(architecture, dtype_policy):
+    dtype_policy("mixed_float16")
+    encoder = build_encoder((16, 16, 3), 4, architecture, **small(architecture))
+    decoder = build_decoder(
+        (16, 16, 3), 4, architecture, likelihood="gaussian_learned", **small(architecture)
+    )
+    hidden = [
+        layer
+        for layer in encoder.layers + decoder.layers
+        if isinstance(layer, HIDDEN_TYPES) and layer.name not in ("mean", "raw_log_var", "params")
+    ]
+    assert hidden and all(layer.compute_dtype == "float16" for layer in hidden)
+    mean, log_var = encoder(np.random.default_rng(0).random((BATCH, 16, 16, 3)))
+    assert dtype_of(mean) == dtype_of(log_var) == "float32"
+    params = decoder(mean)
+    assert dtype_of(params) == "float32" and tuple(params.shape) == (BATCH, 16, 16, 6)
+    assert np.all(np.isfinite(np_(params)))
+    for name in ("mean", "raw_log_var", "log_var"):
+        assert encoder.get_layer(name).compute_dtype == "float32"
+    assert decoder.get_layer("params").compute_dtype == "float32"
+    assert decoder.get_layer("log_sigma").compute_dtype == "float32"
+
+
+def test_float64_policy_heads_are_float64(dtype_policy):
+    # Under a float64 policy nothing is rounded to float32 (gradient checks).
+    dtype_policy("float64", floatx="float64")
+    encoder = build_encoder((8, 8, 1), 2, "conv", widths=(4,), dense_units=8)
+    decoder = build_decoder((8, 8, 1), 2, "conv", widths=(4,), dense_units=8)
+    mean, log_var = encoder(np.zeros((1, 8, 8, 1)))
+    assert dtype_of(mean) == dtype_of(log_var) == "float64"
+    assert dtype_of(decoder(mean)) == "float64"
