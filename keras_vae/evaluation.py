@@ -1,0 +1,721 @@
+"""Evaluation metrics: ELBO, importance-weighted log-likelihood, bits/dim,
+active units, KL per dimension and the Mutual Information Gap.
+
+    from keras_vae import evaluation
+    results = evaluation.evaluate_model(vae, test_ds, iwae_samples=1000)
+    evaluation.write_results("runs/x/results.json", results)
+    print(evaluation.format_table(results))
+
+Units (DESIGN.md section 4): nats per example, summed over pixels and latent
+dimensions, averaged over examples; bits/dim = nats / (H * W * C * ln 2).
+
+The maths uses `keras.ops` / `keras.random` only (DESIGN.md, "Backend
+boundary"), eagerly: no `tf.function`. The decoder call on `batch * chunk`
+latent codes dominates the cost, so eager dispatch adds little. The MIG
+helpers work on NumPy arrays, the way disentanglement_lib computes them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+
+import keras
+import numpy as np
+from absl import logging
+from keras import ops
+
+from keras_vae import likelihoods as likelihoods_lib
+from keras_vae.data import shapes as shapes_lib
+
+LN2 = math.log(2.0)
+LOG_2PI = math.log(2.0 * math.pi)
+# Burda et al. 2015, section 5.2: a unit is active when Cov_x(E_q[z_u]) > 0.01.
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+# ---------------------------------------------------------------------------
+# Units.
+
+
+def bits_per_dim(nats, image_shape):
+    """Converts nats per example to bits per dimension.
+
+    bits/dim = nats / (H * W * C * ln 2) (DESIGN.md section 4). A negative
+    log-likelihood (-ELBO or the IWAE NLL) gives the usual positive number.
+
+    Args:
+        nats: float or array of nats per example.
+        image_shape: `(H, W, C)`.
+
+    Returns:
+        The same type as `nats`.
+    """
+    return nats / (math.prod(image_shape) * LN2)
+
+
+# ---------------------------------------------------------------------------
+# Helpers.
+
+
+def _as_images(images):
+    """float32 images in [0, 1]; uint8 is divided by 255 (as `VAE` does)."""
+    images = ops.convert_to_tensor(images)
+    if keras.backend.standardize_dtype(images.dtype) == "uint8":
+        return ops.cast(images, "float32") / 255.0
+    return images
+
+
+def _seed_generator(seed):
+    """A `keras.random.SeedGenerator` from an int, None or a generator."""
+    if isinstance(seed, keras.random.SeedGenerator):
+        return seed
+    return keras.random.SeedGenerator(seed)
+
+
+def _encode(model, x):
+    """Posterior parameters in float32: `(mean, log_var)`, each `(batch, latent_dim)`."""
+    mean, log_var = model.encoder(x, training=False)
+    return ops.cast(mean, "float32"), ops.cast(log_var, "float32")
+
+
+def _log_px(model, x, z):
+    """log p(x|z) for `S` latent codes per example, with one decoder call.
+
+    Args:
+        model: a `VAE`.
+        x: `(batch, H, W, C)` images.
+        z: `(S, batch, latent_dim)` latent codes.
+
+    Returns:
+        `(S, batch)` log-likelihood in nats.
+    """
+    num, batch, latent_dim = ops.shape(z)
+    image_shape = tuple(ops.shape(x)[1:])
+    # Sample-major: row s * batch + i of the flat tensors is (sample s, example i),
+    # the order of `reshape(z, (S * batch, D))`.
+    z_flat = ops.reshape(z, (num * batch, latent_dim))  # (S*B, D)
+    x_flat = ops.reshape(
+        ops.tile(ops.expand_dims(x, 0), (num, 1) + (1,) * len(image_shape)),
+        (num * batch,) + image_shape,
+    )  # (S*B, H, W, C)
+    params = model.decoder(z_flat, training=False)
+    log_px = model.likelihood_fn.log_prob(x_flat, params)  # (S*B,)
+    return ops.reshape(ops.cast(log_px, "float32"), (num, batch))
+
+
+def importance_log_weights(model, x, mean, log_var, eps):
+    """Log importance weights log w_k = log p(x, z_k) - log q(z_k|x).
+
+    With z_k = mean + exp(log_var / 2) * eps_k (Burda et al. 2015, eq. 8):
+
+        log w_k = log p(x|z_k) + log N(z_k; 0, I) - log N(z_k; mean, diag(exp(log_var))),
+
+    where log q(z_k|x) = -1/2 sum_d (log 2 pi + log_var_d + eps_kd^2) is computed
+    from `eps` directly: no (z - mean) / sigma round trip, so a posterior that
+    equals the true one gives the same log w_k for every k up to float error.
+
+    Args:
+        model: a `VAE`.
+        x: `(batch, H, W, C)` float images.
+        mean, log_var: `(batch, latent_dim)` float32 posterior parameters of `x`.
+        eps: `(S, batch, latent_dim)` float32 standard-normal noise.
+
+    Returns:
+        `(S, batch)` float32 log-weights in nats.
+    """
+    eps = ops.cast(eps, "float32")
+    z = ops.expand_dims(mean, 0) + ops.exp(0.5 * ops.expand_dims(log_var, 0)) * eps  # (S, B, D)
+    log_px = _log_px(model, x, z)  # (S, B)
+    log_pz = likelihoods_lib.standard_normal_log_density(z)  # (S, B)
+    log_qz = -0.5 * ops.sum(LOG_2PI + ops.expand_dims(log_var, 0) + ops.square(eps), axis=-1)
+    return log_px + log_pz - log_qz
+
+
+class _LogMeanExp:
+    """Running log((1/K) sum_k exp(a_k)) over chunks of a_k, numerically stable.
+
+    State per example: the largest value so far m and s = sum_k exp(a_k - m).
+    A new chunk with maximum m' rescales s by exp(m - max(m, m')). Memory is
+    O(batch), whatever the number of chunks.
+    """
+
+    def __init__(self):
+        self.max = None  # (batch,)
+        self.sum = None  # (batch,)
+        self.count = 0
+
+    def update(self, values):
+        """Adds `values` of shape `(S, batch)`."""
+        chunk_max = ops.max(values, axis=0)  # (B,)
+        if self.max is None:
+            new_max = chunk_max
+            self.sum = ops.sum(ops.exp(values - new_max), axis=0)
+        else:
+            new_max = ops.maximum(self.max, chunk_max)
+            self.sum = self.sum * ops.exp(self.max - new_max) + ops.sum(
+                ops.exp(values - new_max), axis=0
+            )
+        self.max = new_max
+        self.count += int(ops.shape(values)[0])
+
+    def result(self):
+        """`(batch,)` log of the mean of exp over everything added."""
+        return self.max + ops.log(self.sum) - math.log(self.count)
+
+
+# ---------------------------------------------------------------------------
+# Likelihood bounds.
+
+
+def iwae_log_likelihood(model, images, num_samples=1000, chunk_size=100, seed=None):
+    """Importance-weighted estimate of log p(x), per example.
+
+    The IWAE bound (Burda et al. 2015, eq. 8) with K = `num_samples`:
+
+        L_K(x) = log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x),   z_k ~ q(z|x),
+
+    with E[L_1] = ELBO <= E[L_K] <= E[L_{K+1}] <= log p(x), and L_K -> log p(x)
+    as K -> infinity (their Theorem 1). The K samples are drawn `chunk_size` at
+    a time; each chunk tiles the images to `(batch * chunk, H, W, C)`, runs
+    the decoder once and folds its log-weights into a running logsumexp. So
+    memory is O(batch * chunk_size) (images, decoder activations), whatever K.
+    The encoder runs once per batch.
+
+    Args:
+        model: a `VAE`.
+        images: `(batch, H, W, C)` float in [0, 1], or uint8.
+        num_samples: K >= 1.
+        chunk_size: samples per decoder call, >= 1.
+        seed: int, None or a `keras.random.SeedGenerator` (passing one
+            generator to successive calls gives fresh noise every call).
+
+    Returns:
+        `(batch,)` float32 estimate of log p(x) in nats (negate for the NLL).
+
+    Reference:
+        Burda, Grosse & Salakhutdinov, "Importance Weighted Autoencoders",
+        ICLR 2016 (arXiv 2015), eq. (8).
+    """
+    if int(num_samples) < 1:
+        raise ValueError(f"Expected `num_samples` >= 1. Received: num_samples={num_samples!r}")
+    if int(chunk_size) < 1:
+        raise ValueError(f"Expected `chunk_size` >= 1. Received: chunk_size={chunk_size!r}")
+    generator = _seed_generator(seed)
+    x = _as_images(images)
+    mean, log_var = _encode(model, x)  # (B, D) each
+    batch, latent_dim = ops.shape(mean)
+    log_mean_exp = _LogMeanExp()
+    for start in range(0, int(num_samples), int(chunk_size)):
+        num = min(int(chunk_size), int(num_samples) - start)
+        eps = keras.random.normal((num, batch, latent_dim), seed=generator)  # (S, B, D)
+        log_mean_exp.update(importance_log_weights(model, x, mean, log_var, eps))
+    return log_mean_exp.result()
+
+
+def elbo_terms(model, images, num_samples=1, seed=None):
+    """The ELBO and its two terms, per example.
+
+    ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || N(0, I))
+    (Kingma & Welling 2014, eq. 10): the expectation is a Monte Carlo average
+    over `num_samples` reparameterized draws (one decoder call on
+    `batch * num_samples` codes); the KL is analytic (their appendix B), as in
+    `VAE.objective`.
+
+    Args:
+        model: a `VAE`.
+        images: `(batch, H, W, C)` float in [0, 1], or uint8.
+        num_samples: draws of z per example.
+        seed: int, None or a `keras.random.SeedGenerator`.
+
+    Returns:
+        dict of float32 tensors: `elbo`, `reconstruction` (= -E_q log p(x|z),
+        positive like the training log) and `kl`, each `(batch,)`;
+        `kl_per_dim`, `mean` and `log_var`, each `(batch, latent_dim)`.
+    """
+    if int(num_samples) < 1:
+        raise ValueError(f"Expected `num_samples` >= 1. Received: num_samples={num_samples!r}")
+    generator = _seed_generator(seed)
+    x = _as_images(images)
+    mean, log_var = _encode(model, x)  # (B, D)
+    batch, latent_dim = ops.shape(mean)
+    eps = keras.random.normal((int(num_samples), batch, latent_dim), seed=generator)
+    z = ops.expand_dims(mean, 0) + ops.exp(0.5 * ops.expand_dims(log_var, 0)) * eps  # (S, B, D)
+    log_px = ops.mean(_log_px(model, x, z), axis=0)  # (B,)
+    kl_per_dim = likelihoods_lib.gaussian_kl_per_dim(mean, log_var)  # (B, D)
+    kl = ops.sum(kl_per_dim, axis=-1)
+    return {
+        "elbo": log_px - kl,
+        "reconstruction": -log_px,
+        "kl": kl,
+        "kl_per_dim": kl_per_dim,
+        "mean": mean,
+        "log_var": log_var,
+    }
+
+
+# ---------------------------------------------------------------------------
+# Latent space usage.
+
+
+def active_units(means, threshold=ACTIVE_UNIT_THRESHOLD):
+    """Counts the active latent units.
+
+    A_u = Cov_x(E_q(z|x)[z_u]) > threshold (Burda et al. 2015, section 5.2,
+    threshold 0.01): a unit whose posterior mean does not move with x carries
+    no information about x (a collapsed dimension).
+
+    Args:
+        means: `(N, latent_dim)` posterior means over a data set.
+        threshold: variance above which a unit counts as active.
+
+    Returns:
+        `(count, variances)`: the int number of active units and the
+        `(latent_dim,)` float64 variances of the means over the N examples.
+    """
+    means = np.asarray(means, dtype=np.float64)
+    if means.ndim != 2 or means.shape[0] < 2:
+        raise ValueError(
+            "Expected `means` of shape (N, latent_dim) with N >= 2. "
+            f"Received: means.shape={means.shape}"
+        )
+    variances = np.var(means, axis=0)
+    return int(np.sum(variances > threshold)), variances
+
+
+def _batches(dataset, max_batches=None):
+    """Yields the image batches of `dataset` (images, or tuples whose first
+    element is the images), at most `max_batches` of them."""
+    cardinality = getattr(dataset, "cardinality", None)
+    if max_batches is None and cardinality is not None and int(cardinality()) == -1:
+        raise ValueError(
+            "The dataset is infinite (`repeat()`): pass `max_batches` or a finite dataset."
+        )
+    for i, batch in enumerate(dataset):
+        if max_batches is not None and i >= max_batches:
+            return
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
+        yield x
+
+
+def kl_per_dimension(model, dataset, max_batches=None):
+    """Average KL(q(z_d|x) || N(0, 1)) of each latent dimension over a data set.
+
+    Args:
+        model: a `VAE`.
+        dataset: iterable of image batches, or of `(images, labels)` tuples
+            (a `tf.data.Dataset` as `data.load` returns).
+        max_batches: stop after this many batches (None: all).
+
+    Returns:
+        `(latent_dim,)` float64 array, nats; sums to the mean KL.
+    """
+    total, count = None, 0
+    for x in _batches(dataset, max_batches):
+        mean, log_var = _encode(model, _as_images(x))
+        kl = ops.convert_to_numpy(likelihoods_lib.gaussian_kl_per_dim(mean, log_var))
+        total = kl.sum(axis=0, dtype=np.float64) + (0.0 if total is None else total)
+        count += kl.shape[0]
+    if count == 0:
+        raise ValueError("The dataset is empty: no batch to evaluate.")
+    return total / count
+
+
+# ---------------------------------------------------------------------------
+# Mutual Information Gap.
+
+
+def histogram_discretize(values, num_bins=20):
+    """Discretizes each column into `num_bins` equal-width bins over its range.
+
+    As disentanglement_lib's `_histogram_discretize` (it works on the
+    transposed `(num_codes, N)` array): bin edges from `np.histogram`, bin
+    index by `np.digitize` against the lower edges, so values are in
+    [1, num_bins].
+
+    Args:
+        values: `(N, num_columns)` array.
+        num_bins: bins per column.
+
+    Returns:
+        `(N, num_columns)` int64 array.
+    """
+    values = np.asarray(values)
+    out = np.zeros(values.shape, dtype=np.int64)
+    for j in range(values.shape[1]):
+        edges = np.histogram(values[:, j], num_bins)[1]
+        out[:, j] = np.digitize(values[:, j], edges[:-1])
+    return out
+
+
+def discrete_mutual_information(a, b):
+    """Mutual information of two discrete variables from their samples, in nats.
+
+    I(a; b) = sum_ij p_ij log(p_ij / (p_i p_j)) with the empirical joint
+    p_ij = n_ij / N of the contingency table; the same value as
+    `sklearn.metrics.mutual_info_score(a, b)`. I(a; a) is the entropy H(a).
+
+    Args:
+        a, b: `(N,)` arrays of labels (any hashable values NumPy can sort).
+
+    Returns:
+        float >= 0.
+    """
+    a = np.asarray(a).ravel()
+    b = np.asarray(b).ravel()
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(
+            f"Expected two non-empty label arrays of one length. Received: {a.shape} and {b.shape}"
+        )
+    _, ai = np.unique(a, return_inverse=True)
+    _, bi = np.unique(b, return_inverse=True)
+    na, nb = int(ai.max()) + 1, int(bi.max()) + 1
+    # The contingency table n_ij, (na, nb).
+    joint = np.bincount(ai * nb + bi, minlength=na * nb).reshape(na, nb).astype(np.float64)
+    n = joint.sum()
+    pi = joint.sum(axis=1, keepdims=True) / n  # (na, 1)
+    pj = joint.sum(axis=0, keepdims=True) / n  # (1, nb)
+    pij = joint / n
+    nz = pij > 0
+    return float(max(0.0, np.sum(pij[nz] * np.log(pij[nz] / (pi @ pj)[nz]))))
+
+
+def mutual_information_matrix(codes, factors, num_bins=20):
+    """I(discretized code_i; factor_j) for every pair, in nats.
+
+    Args:
+        codes: `(N, num_codes)` continuous representation (posterior means).
+        factors: `(N, num_factors)` discrete ground-truth factors.
+        num_bins: histogram bins per code dimension.
+
+    Returns:
+        `(num_codes, num_factors)` float64 array.
+    """
+    codes = np.asarray(codes)
+    factors = np.asarray(factors)
+    if codes.ndim != 2 or factors.ndim != 2 or codes.shape[0] != factors.shape[0]:
+        raise ValueError(
+            "Expected `codes` (N, num_codes) and `factors` (N, num_factors) with the same N. "
+            f"Received: codes.shape={codes.shape}, factors.shape={factors.shape}"
+        )
+    discrete = histogram_discretize(codes, num_bins)
+    return np.array(
+        [
+            [
+                discrete_mutual_information(discrete[:, i], factors[:, j])
+                for j in range(factors.shape[1])
+            ]
+            for i in range(discrete.shape[1])
+        ]
+    )
+
+
+def mutual_information_gap(codes, factors, num_bins=20):
+    """Mutual Information Gap of a representation (Chen et al. 2018, eq. 6).
+
+        MIG = 1/K sum_k (I(v_k; z_j(k)) - max_{j != j(k)} I(v_k; z_j)) / H(v_k),
+
+    j(k) = argmax_j I(v_k; z_j), with the disentanglement_lib protocol: each
+    code dimension is discretized into `num_bins` equal-width bins over its
+    range (`histogram_discretize`) and the mutual information is the discrete
+    one of the contingency table (`discrete_mutual_information`).
+
+    A factor that takes a single value over the N points has H(v_k) = 0 and
+    is skipped (disentanglement_lib would divide by zero). Note the ceiling
+    this protocol puts on factors with more than `num_bins` values: a perfect
+    copy of dSprites' 32 positions keeps at most log 20 / log 32 ~ 0.86 of
+    their entropy.
+
+    Args:
+        codes: `(N, num_codes)`, num_codes >= 2, e.g. posterior means.
+        factors: `(N, num_factors)` discrete ground-truth factors.
+        num_bins: histogram bins per code dimension (20 in disentanglement_lib).
+
+    Returns:
+        float in [0, 1]: higher is more disentangled.
+
+    Reference:
+        Chen, Li, Grosse & Duvenaud, "Isolating Sources of Disentanglement in
+        VAEs", NeurIPS 2018; Locatello et al., "Challenging Common Assumptions
+        in the Unsupervised Learning of Disentangled Representations", ICML
+        2019 (disentanglement_lib, `mig.py`).
+    """
+    codes = np.asarray(codes)
+    factors = np.asarray(factors)
+    if codes.ndim != 2 or codes.shape[1] < 2:
+        raise ValueError(
+            f"Expected `codes` of shape (N, num_codes >= 2). Received: codes.shape={codes.shape}"
+        )
+    mi = mutual_information_matrix(codes, factors, num_bins)  # (num_codes, num_factors)
+    entropy = np.array(
+        [discrete_mutual_information(factors[:, j], factors[:, j]) for j in range(mi.shape[1])]
+    )
+    varying = entropy > 0
+    if not np.any(varying):
+        raise ValueError("Every factor is constant over the points: MIG is undefined.")
+    if not np.all(varying):
+        logging.warning(
+            "MIG: skipping %d constant factor(s) (zero entropy).", int(np.sum(~varying))
+        )
+    top = np.sort(mi[:, varying], axis=0)[::-1]  # (num_codes, F'), descending
+    return float(np.mean((top[0] - top[1]) / entropy[varying]))
+
+
+def compute_mig_on_shapes(model, num_points=10_000, seed=0, batch_size=256, num_bins=20):
+    """MIG of a model trained on `shapes`, on fresh samples of the factors.
+
+    Draws `num_points` factor combinations uniformly (each factor index
+    independently, as disentanglement_lib's `sample_factors`), renders them
+    with `keras_vae.data.shapes.render` at the model's image size, encodes
+    them to posterior means and scores `mutual_information_gap` against the
+    factor indices.
+
+    Args:
+        model: a `VAE` with image shape `(S, S, 1)`.
+        num_points: samples (10,000 in disentanglement_lib).
+        seed: seed of the factor draw.
+        batch_size: images rendered and encoded at a time.
+        num_bins: histogram bins per code dimension.
+
+    Returns:
+        float MIG in [0, 1].
+    """
+    height, width, channels = model.image_shape
+    if height != width or channels != 1:
+        raise ValueError(
+            "Expected a model of square single-channel images for `shapes`. "
+            f"Received: image_shape={model.image_shape}"
+        )
+    rng = np.random.default_rng(seed)
+    factors = np.stack(
+        [rng.integers(0, size, num_points) for size in shapes_lib.FACTOR_SIZES], axis=1
+    )  # (N, 5)
+    means = []
+    for start in range(0, num_points, batch_size):
+        images = shapes_lib.render(factors[start : start + batch_size], height)  # (b, S, S, 1)
+        mean, _ = _encode(model, images)
+        means.append(ops.convert_to_numpy(mean))
+    codes = np.concatenate(means, axis=0)  # (N, latent_dim)
+    return mutual_information_gap(codes, factors, num_bins)
+
+
+# ---------------------------------------------------------------------------
+# The whole evaluation.
+
+# Decoder output values (batch * chunk * H * W * C) per IWAE decoder call when
+# `evaluate_model` chooses the chunk: 4M floats, 16 MB of output; a conv
+# decoder's widest activation is a few times larger.
+IWAE_PIXEL_BUDGET = 2**22
+
+
+def _auto_chunk(batch, image_shape, num_samples):
+    per_sample = max(1, batch * math.prod(image_shape))
+    return int(max(1, min(num_samples, IWAE_PIXEL_BUDGET // per_sample)))
+
+
+def evaluate_model(
+    model,
+    dataset,
+    *,
+    iwae_samples=1000,
+    iwae_chunk=None,
+    elbo_samples=1,
+    max_batches=None,
+    seed=0,
+    progress=True,
+):
+    """ELBO, IWAE log-likelihood, bits/dim, KL per dimension and active units.
+
+    Streams over `dataset` once; per batch, the ELBO (with `elbo_samples`
+    draws) and the IWAE bound (`iwae_samples` draws in chunks of
+    `iwae_chunk`) in nats, and the posterior means for the active units.
+
+    Args:
+        model: a `VAE`.
+        dataset: iterable of image batches or `(images, labels)` tuples, e.g.
+            a `tf.data.Dataset` from `keras_vae.data.load`; finite, or limit
+            it with `max_batches`.
+        iwae_samples: K of the IWAE bound; 0 skips it.
+        iwae_chunk: samples per decoder call (memory O(batch * iwae_chunk)).
+            None picks the largest chunk whose decoder output stays within
+            `IWAE_PIXEL_BUDGET` values (e.g. 16 for batches of 64 images of
+            64x64x1, 83 for 28x28x1), capped at `iwae_samples`.
+        elbo_samples: Monte Carlo draws of the ELBO's expectation.
+        max_batches: evaluate at most this many batches (None: all).
+        seed: seed of the posterior draws (a reproducible evaluation).
+        progress: show a `keras.utils.Progbar`.
+
+    Returns:
+        dict: `num_examples`; `elbo`, `reconstruction`, `kl` (mean nats per
+        example), `elbo_bits_per_dim` (of -ELBO) and `elbo_samples`; `iwae_nll` (mean -L_K,
+        nats), `iwae_bits_per_dim` and `iwae_samples` unless skipped;
+        `kl_per_dim` (list, nats); `active_units`, `active_unit_threshold`
+        and `latent_variances` (list, variance of each posterior mean);
+        `latent_dim`, `image_shape`.
+    """
+    image_shape = tuple(int(d) for d in model.image_shape)
+    generator = _seed_generator(seed)
+    target = max_batches
+    if target is None:
+        try:
+            target = len(dataset)
+        except TypeError:  # unknown or infinite cardinality
+            target = None
+    progbar = (
+        # Running means, shown as given (not averaged again by the bar).
+        keras.utils.Progbar(target, unit_name="batch", stateful_metrics=("elbo", "iwae_nll"))
+        if progress
+        else None
+    )
+
+    sums = {"elbo": 0.0, "reconstruction": 0.0, "kl": 0.0, "iwae": 0.0}
+    kl_per_dim = 0.0
+    means = []
+    count = 0
+    for step, x in enumerate(_batches(dataset, max_batches)):
+        terms = elbo_terms(model, x, num_samples=elbo_samples, seed=generator)
+        for key in ("elbo", "reconstruction", "kl"):
+            sums[key] += float(np.sum(ops.convert_to_numpy(terms[key]), dtype=np.float64))
+        kl_per_dim = kl_per_dim + np.sum(
+            ops.convert_to_numpy(terms["kl_per_dim"]), axis=0, dtype=np.float64
+        )
+        means.append(ops.convert_to_numpy(terms["mean"]))
+        if iwae_samples:
+            chunk = iwae_chunk or _auto_chunk(int(ops.shape(x)[0]), image_shape, iwae_samples)
+            log_px = iwae_log_likelihood(
+                model, x, num_samples=iwae_samples, chunk_size=chunk, seed=generator
+            )
+            sums["iwae"] += float(np.sum(ops.convert_to_numpy(log_px), dtype=np.float64))
+        count += means[-1].shape[0]
+        if progbar is not None:
+            values = [("elbo", sums["elbo"] / count)]
+            if iwae_samples:
+                values.append(("iwae_nll", -sums["iwae"] / count))
+            # Finalizes by itself at step == target.
+            progbar.update(step + 1, values=values)
+    if count == 0:
+        raise ValueError("The dataset is empty: no batch to evaluate.")
+    if progbar is not None and (target is None or step + 1 < target):
+        progbar.update(step + 1, finalize=True)
+
+    num_active, variances = (
+        active_units(np.concatenate(means, axis=0))
+        if count >= 2
+        else (0, np.zeros(model.latent_dim))
+    )
+    elbo = sums["elbo"] / count
+    results = {
+        "num_examples": int(count),
+        "elbo": elbo,
+        "reconstruction": sums["reconstruction"] / count,
+        "kl": sums["kl"] / count,
+        "elbo_bits_per_dim": bits_per_dim(-elbo, image_shape),
+        "elbo_samples": int(elbo_samples),
+    }
+    if iwae_samples:
+        nll = -sums["iwae"] / count
+        results.update(
+            {
+                "iwae_nll": nll,
+                "iwae_bits_per_dim": bits_per_dim(nll, image_shape),
+                "iwae_samples": int(iwae_samples),
+            }
+        )
+    results.update(
+        {
+            "kl_per_dim": [float(v) for v in kl_per_dim / count],
+            "active_units": int(num_active),
+            "active_unit_threshold": ACTIVE_UNIT_THRESHOLD,
+            "latent_variances": [float(v) for v in variances],
+            "latent_dim": int(model.latent_dim),
+            "image_shape": list(image_shape),
+        }
+    )
+    logging.info(
+        "Evaluated %d examples: ELBO %.3f nats (%.4f bits/dim)%s.",
+        count,
+        elbo,
+        results["elbo_bits_per_dim"],
+        f", IWAE NLL (K={iwae_samples}) {results['iwae_nll']:.3f} nats" if iwae_samples else "",
+    )
+    return results
+
+
+# ---------------------------------------------------------------------------
+# Output.
+
+
+def _atomic_write_text(path, text):
+    """Writes `text` to `path` through a temporary file in the same folder and
+    `os.replace`, so a crash leaves either the old file or the new one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def write_results(path, results):
+    """Writes `results` as indented JSON to `path`, atomically (temp file + rename)."""
+    _atomic_write_text(path, json.dumps(_jsonable(results), indent=2, sort_keys=True) + "\n")
+
+
+_ROWS = (
+    # key, label, unit, format
+    ("num_examples", "examples", "", "{:d}"),
+    ("elbo", "ELBO", "nats", "{:.3f}"),
+    ("reconstruction", "reconstruction (-E log p(x|z))", "nats", "{:.3f}"),
+    ("kl", "KL(q(z|x) || p(z))", "nats", "{:.3f}"),
+    ("elbo_bits_per_dim", "-ELBO", "bits/dim", "{:.4f}"),
+    ("iwae_nll", "IWAE NLL", "nats", "{:.3f}"),
+    ("iwae_bits_per_dim", "IWAE NLL", "bits/dim", "{:.4f}"),
+    ("iwae_samples", "IWAE samples K", "", "{:d}"),
+    ("active_units", "active units (Cov > 0.01)", "", "{:d}"),
+    ("latent_dim", "latent dimensions", "", "{:d}"),
+    ("mig", "MIG", "", "{:.4f}"),
+)
+
+
+def format_table(results):
+    """A readable two-column table of `results` (as `evaluate_model` returns) for stdout."""
+    lines = []
+    for key, label, unit, fmt in _ROWS:
+        if key in results and results[key] is not None:
+            value = fmt.format(results[key])
+            lines.append((f"{label}" + (f" [{unit}]" if unit else ""), value))
+    if "kl_per_dim" in results:
+        lines.append(
+            ("KL per dimension [nats]", " ".join(f"{v:.2f}" for v in results["kl_per_dim"]))
+        )
+    if "latent_variances" in results:
+        lines.append(
+            ("Var(E_q[z]) per dimension", " ".join(f"{v:.3f}" for v in results["latent_variances"]))
+        )
+    width = max(len(label) for label, _ in lines)
+    return "\n".join(f"{label:<{width}}  {value}" for label, value in lines)

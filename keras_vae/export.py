@@ -1,0 +1,286 @@
+"""SavedModel export with named serving signatures (DESIGN.md section 4).
+
+    from keras_vae import export
+    export.export_saved_model(vae, "runs/x/export")
+
+    python -m keras_vae.export --workdir=runs/x      # runs/x/model.keras -> runs/x/export/
+
+The SavedModel loads with plain TensorFlow, no `keras_vae` (or Keras) import:
+
+    m = tf.saved_model.load("runs/x/export")
+    m.encode(images)["mean"]                    # images float32 in [0, 1]
+    m.encode_uint8(pixels)["mean"]              # pixels uint8 in [0, 255]
+    m.decode(z)["images"]
+    m.sample(count=16, temperature=1.0, seed=0)["images"]
+    m.reconstruct(images)["images"]             # also signatures["serving_default"]
+
+Signatures (`saved_model_cli show --all --dir runs/x/export` lists them with
+their shapes); the batch dimension is free, H, W, C and the latent size are
+fixed; every output is float32 and every image output is in [0, 1]:
+
+    encode             images float32 (None, H, W, C) -> mean, log_var (None, D)
+    encode_uint8       images uint8   (None, H, W, C) -> mean, log_var (None, D)
+    decode             z float32 (None, D)             -> images (None, H, W, C)
+    sample             count int32 (), temperature float32 (), seed int64 ()
+                                                       -> images (count, H, W, C)
+    reconstruct        images float32 (None, H, W, C) -> images (None, H, W, C)
+    reconstruct_uint8  images uint8   (None, H, W, C) -> images (None, H, W, C)
+    serving_default    = reconstruct
+
+uint8 or float: a SavedModel signature has exactly one input signature (one
+dtype), and `ExportArchive.add_endpoint` with one `fn` traced for two dtypes
+still exposes only one of them as a signature. So the images endpoints come
+twice, under two names: the float32 one (the package convention, images in
+[0, 1]) and a `_uint8` one that divides by 255 inside the graph. A TF Serving
+or C++ client sees both in the signature list and feeds raw bytes without a
+conversion of its own; a wrong dtype fails at the signature boundary instead
+of being silently reinterpreted.
+
+Everything is deterministic: encode returns the posterior mean and log-variance,
+decode the mean of p(x|z), reconstruct decode(mean). `sample` uses stateless
+random ops seeded with [seed, 0], so a seed always gives the same images.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from keras_vae.config import UserError
+
+SIGNATURES = (
+    "reconstruct",  # first: ExportArchive also registers it as serving_default
+    "reconstruct_uint8",
+    "encode",
+    "encode_uint8",
+    "decode",
+    "sample",
+)
+
+
+def _check_shape(tensor, trailing_shape, what, endpoint):
+    """`tensor` after an in-graph check that it is `(batch, *trailing_shape)`.
+
+    The object API (`loaded.encode(x)`) checks inputs against the signature's
+    TensorSpec before running anything. A call through `loaded.signatures[...]`
+    (or TF Serving) does not: without this check a wrong image size fails deep
+    inside the network ("Input to reshape is a tensor with 50 values ...").
+    """
+    rank = len(trailing_shape) + 1
+    expected = f"(batch, {', '.join(str(d) for d in trailing_shape)})"
+    shape = tf.shape(tensor)  # (actual rank,)
+    # Padding keeps the slice valid for any rank; the rank test decides.
+    padded = tf.concat([shape, tf.zeros([rank], tf.int32)], axis=0)
+    ok = tf.logical_and(
+        tf.equal(tf.size(shape), rank),
+        tf.reduce_all(tf.equal(padded[1:rank], tf.constant(trailing_shape, tf.int32))),
+    )
+    check = tf.debugging.Assert(
+        ok,
+        [f"{endpoint}: expected {what} of shape {expected}; received shape", shape],
+        summarize=8,
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(tensor)
+
+
+def _checked_images(images, image_shape, endpoint):
+    """`images` (uint8 or float) as float32 in [0, 1], after the shape check."""
+    images = _check_shape(images, image_shape, "images", endpoint)
+    if images.dtype == tf.uint8:
+        return tf.cast(images, tf.float32) / 255.0
+    return tf.cast(images, tf.float32)
+
+
+def _signature_fns(model):
+    """The endpoint functions and their input signatures, by name."""
+    image_shape = tuple(int(d) for d in model.image_shape)
+    latent_dim = int(model.latent_dim)
+
+    def images_spec(dtype):
+        return [tf.TensorSpec((None, *image_shape), dtype, name="images")]
+
+    def make_encode(endpoint):
+        def encode(images):
+            x = _checked_images(images, image_shape, endpoint)
+            mean, log_var = model.encode(x)
+            return {"mean": tf.cast(mean, tf.float32), "log_var": tf.cast(log_var, tf.float32)}
+
+        return encode
+
+    def make_reconstruct(endpoint):
+        def reconstruct(images):
+            x = _checked_images(images, image_shape, endpoint)
+            mean, _ = model.encode(x)
+            return {"images": tf.cast(model.decode(mean), tf.float32)}
+
+        return reconstruct
+
+    def decode(z):
+        z = _check_shape(z, (latent_dim,), "z", "decode")
+        return {"images": tf.cast(model.decode(z), tf.float32)}
+
+    def sample(count, temperature, seed):
+        check = tf.debugging.Assert(
+            count >= 0, ["sample: expected count >= 0; received count", count]
+        )
+        with tf.control_dependencies([check]):
+            shape = tf.stack([count, latent_dim])
+        # Stateless: the same (seed, count, temperature) gives the same images.
+        z = tf.random.stateless_normal(shape, seed=tf.stack([seed, tf.zeros_like(seed)]))
+        return {"images": tf.cast(model.decode(z * temperature), tf.float32)}
+
+    return {
+        "reconstruct": (make_reconstruct("reconstruct"), images_spec(tf.float32)),
+        "reconstruct_uint8": (make_reconstruct("reconstruct_uint8"), images_spec(tf.uint8)),
+        "encode": (make_encode("encode"), images_spec(tf.float32)),
+        "encode_uint8": (make_encode("encode_uint8"), images_spec(tf.uint8)),
+        "decode": (decode, [tf.TensorSpec((None, latent_dim), tf.float32, name="z")]),
+        "sample": (
+            sample,
+            [
+                tf.TensorSpec((), tf.int32, name="count"),
+                tf.TensorSpec((), tf.float32, name="temperature"),
+                tf.TensorSpec((), tf.int64, name="seed"),
+            ],
+        ),
+    }
+
+
+def build_export_archive(model):
+    """A `keras.export.ExportArchive` of `model` with the signatures of this module.
+
+    `reconstruct` is added first: `ExportArchive.write_out` registers the
+    first endpoint as `serving_default` as well.
+    """
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    fns = _signature_fns(model)
+    for name in SIGNATURES:
+        fn, input_signature = fns[name]
+        archive.add_endpoint(name, fn, input_signature=input_signature)
+    return archive
+
+
+def export_saved_model(model, export_dir):
+    """Exports `model` as a SavedModel to `export_dir`, atomically.
+
+    The SavedModel is written to a fresh `export_dir + ".tmp-XXXX"` folder
+    next to `export_dir`, then renamed into place. A previous export is first
+    renamed aside and deleted only once the new one is in place, so
+    `export_dir` never holds a half-written SavedModel: an error leaves the
+    previous export where it was (and no temporary folder); a hard kill
+    between the two renames leaves it as `export_dir + ".old-XXXX"`.
+
+    Args:
+        model: a `VAE` (anything with `encode`, `decode`, `image_shape`,
+            `latent_dim`).
+        export_dir: the SavedModel folder to create or replace.
+
+    Returns:
+        `export_dir`.
+    """
+    export_dir = os.path.abspath(export_dir)
+    parent = os.path.dirname(export_dir)
+    os.makedirs(parent, exist_ok=True)
+    if os.path.exists(export_dir) and not os.path.isdir(export_dir):
+        raise UserError(f"Cannot export to {export_dir}: it is a file; remove it or pick a folder.")
+    archive = build_export_archive(model)
+    tmp = tempfile.mkdtemp(prefix=os.path.basename(export_dir) + ".tmp-", dir=parent)
+    old = None
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp creates 0700; a server may run as another user
+        archive.write_out(tmp, verbose=False)
+        if os.path.exists(export_dir):
+            old = f"{export_dir}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(export_dir, old)
+        try:
+            os.rename(tmp, export_dir)
+        except BaseException:
+            if old is not None:
+                os.rename(old, export_dir)  # put the previous export back
+                old = None
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    logging.info("Exported the SavedModel (%s) to %s.", ", ".join(SIGNATURES), export_dir)
+    return export_dir
+
+
+def export_workdir(workdir):
+    """Loads `workdir/model.keras` and exports it to `workdir/export`.
+
+    Raises:
+        UserError: no model in `workdir`, or one that cannot be loaded.
+    """
+    model_path = os.path.join(workdir, "model.keras")
+    if not os.path.isfile(model_path):
+        raise UserError(
+            f"No model at {model_path}: train one first with "
+            f"`python train.py --workdir={workdir}`, or point --workdir at a run folder."
+        )
+    # Registers the package's serializable classes (VAE, Sampling, ...).
+    from keras_vae import model as _model  # noqa: F401
+    from keras_vae import networks as _networks  # noqa: F401
+
+    try:
+        model = keras.saving.load_model(model_path, compile=False)
+    except Exception as e:  # a corrupt or foreign file: say which
+        raise UserError(f"Cannot load {model_path} ({type(e).__name__}: {e}).") from e
+    return export_saved_model(model, os.path.join(workdir, "export"))
+
+
+def _main(argv):
+    from absl import flags
+
+    if len(argv) > 1:
+        print(
+            f"error: unexpected arguments {argv[1:]}; flags look like --name=value.",
+            file=sys.stderr,
+        )
+        return 2
+    workdir = flags.FLAGS.workdir
+    if not workdir:
+        print(
+            "error: --workdir is required: the run folder that holds model.keras.", file=sys.stderr
+        )
+        return 2
+    try:
+        export_dir = export_workdir(workdir)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    print(f"Exported {', '.join(SIGNATURES)} (serving_default = reconstruct) to {export_dir}")
+    return 0
+
+
+def _parse_flags(argv):
+    """absl's parser, but a bad flag is a usage error: one line, exit code 2."""
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    # Flags are defined here, not at import, so that importing this module
+    # from an entry point with its own --workdir flag does not clash.
+    from absl import app, flags
+
+    flags.DEFINE_string("workdir", None, "Run folder with model.keras; writes WORKDIR/export.")
+    app.run(lambda argv: sys.exit(_main(argv)), flags_parser=_parse_flags)

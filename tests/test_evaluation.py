@@ -1,0 +1,366 @@
+"""Tests for keras_vae.evaluation: IWAE and ELBO against the closed-form
+log-likelihood of probabilistic PCA, chunked streaming, bits/dim, active
+units, KL per dimension, MIG and the results files."""
+
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import stats
+from scipy.special import logsumexp
+
+from keras_vae import evaluation
+from keras_vae.model import VAE
+
+# -- Probabilistic PCA written as a VAE ---------------------------------------
+#
+# Decoder x = W z + b, likelihood N(x; W z + b, sigma^2 I), prior z ~ N(0, I):
+#     p(x) = N(x; b, W W^T + sigma^2 I)                       (Tipping & Bishop 1999)
+# and the exact posterior, with M = W^T W + sigma^2 I:
+#     q*(z|x) = N(M^-1 W^T (x - b), sigma^2 M^-1).
+# W has orthogonal columns, so M and the posterior covariance are diagonal and
+# a mean-field encoder can represent q* exactly. The third column of W is 0:
+# that latent dimension is collapsed (posterior = prior, KL = 0, inactive).
+
+IMAGE_SHAPE = (4, 4, 1)  # D = 16 pixels
+PIXELS = 16
+LATENT = 3
+SIGMA = 0.2  # the model's `gaussian_sigma`
+COLUMN_NORMS = (1.0, 0.6, 0.0)
+
+
+def ppca_params(seed=0):
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(PIXELS, LATENT)))  # orthonormal columns
+    w = q * np.array(COLUMN_NORMS)  # (D, L)
+    b = 0.5 + 0.05 * rng.normal(size=PIXELS)  # (D,)
+    return w, b
+
+
+def ppca_data(n, seed=1):
+    w, b = ppca_params()
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, LATENT))
+    x = z @ w.T + b + SIGMA * rng.normal(size=(n, PIXELS))
+    return x.reshape((n, *IMAGE_SHAPE)).astype("float32")
+
+
+def ppca_log_px(x):
+    """Exact log p(x), float64, (n,)."""
+    w, b = ppca_params()
+    cov = w @ w.T + SIGMA**2 * np.eye(PIXELS)
+    return stats.multivariate_normal.logpdf(x.reshape(len(x), -1).astype(np.float64), b, cov)
+
+
+def ppca_vae(mean_shift=0.0, log_var_shift=0.0):
+    """The PPCA VAE, with the exact posterior or a perturbed one.
+
+    mean_shift is added to the exact posterior means, log_var_shift to the
+    exact posterior log-variances (widening them when > 0).
+    """
+    w, b = ppca_params()
+    m = np.diag(w.T @ w) + SIGMA**2  # diagonal of M, (L,)
+    kernel = w / m  # (D, L): mean = (x - b) @ W M^-1
+    inputs = keras.Input(IMAGE_SHAPE)
+    h = keras.layers.Flatten()(inputs)
+    mean_layer = keras.layers.Dense(LATENT, name="mean")
+    log_var_layer = keras.layers.Dense(LATENT, name="log_var")
+    encoder = keras.Model(inputs, [mean_layer(h), log_var_layer(h)], name="encoder")
+    mean_layer.set_weights([kernel, mean_shift - b @ kernel])
+    log_var_layer.set_weights([np.zeros((PIXELS, LATENT)), np.log(SIGMA**2 / m) + log_var_shift])
+    z = keras.Input((LATENT,))
+    dense = keras.layers.Dense(PIXELS, name="linear")
+    decoder = keras.Model(z, keras.layers.Reshape(IMAGE_SHAPE)(dense(z)), name="decoder")
+    dense.set_weights([w.T, b])
+    return VAE(encoder, decoder, likelihood="gaussian", gaussian_sigma=SIGMA, seed=0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    x = ppca_data(64)
+    return x, ppca_log_px(x)
+
+
+def np_(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def test_exact_posterior_makes_the_bounds_tight(data):
+    x, log_px = data
+    model = ppca_vae()
+    # With q = the true posterior, log w = log p(x|z) + log p(z) - log q(z|x)
+    # = log p(x) for every z: zero variance, so L_K = log p(x) exactly for any
+    # K, here K = 1 (the one-sample ELBO with a sampled KL) and K = 20 in
+    # uneven chunks of 7, 7, 6. Only float32 rounding remains (seen: 5e-6).
+    for num_samples, chunk in ((1, 1), (20, 7)):
+        iwae = np_(evaluation.iwae_log_likelihood(model, x, num_samples, chunk, seed=0))
+        np.testing.assert_allclose(iwae, log_px, atol=1e-4)
+    # The ELBO with the analytic KL is tight in expectation only: its Monte
+    # Carlo term E_q log p(x|z) has variance. 1000 draws: the mean over the
+    # 64 examples is within 0.02 nats (seen: -0.002), each within 0.3 (0.07).
+    elbo = np_(evaluation.elbo_terms(model, x, num_samples=1000, seed=0)["elbo"])
+    assert abs(np.mean(elbo - log_px)) < 0.02
+    np.testing.assert_allclose(elbo, log_px, atol=0.3)
+
+
+def test_bounds_are_ordered_and_iwae_approaches_log_px(data):
+    x, log_px = data
+    # Posterior means shifted by 0.2 (1 and 0.6 posterior standard deviations
+    # of the two active dimensions) and variances widened by e.
+    model = ppca_vae(mean_shift=0.2, log_var_shift=1.0)
+    elbo = np_(evaluation.elbo_terms(model, x, num_samples=100, seed=1)["elbo"])
+    # E[L_10] estimated from 20 independent L_10 per example (x tiled 20 times):
+    # one L_10 is heavy-tailed (standard error of its mean over 64 examples
+    # ~0.05), the average of 20 has ~0.012.
+    repeats = 20
+    iwae10 = (
+        np_(evaluation.iwae_log_likelihood(model, np.tile(x, (repeats, 1, 1, 1)), 10, seed=2))
+        .reshape(repeats, -1)
+        .mean(axis=0)
+    )
+    iwae1000 = np_(evaluation.iwae_log_likelihood(model, x, num_samples=1000, seed=3))
+    means = {
+        name: float(np.mean(v))
+        for name, v in (
+            ("elbo", elbo),
+            ("iwae10", iwae10),
+            ("iwae1000", iwae1000),
+            ("log_px", log_px),
+        )
+    }
+    print("PPCA mean nats over 64 examples:", means)
+    # Seen: ELBO -1.391, IWAE10 0.277, IWAE1000 0.406, log p(x) 0.405. Gaps
+    # in SE units: ELBO -> IWAE10 >> 10, IWAE10 -> IWAE1000 ~7; IWAE1000 is
+    # an estimate of a lower bound, so it may exceed log p(x) by its noise
+    # (SE ~0.005): tolerance 0.03.
+    assert means["elbo"] < means["iwae10"] < means["iwae1000"] <= means["log_px"] + 0.03
+    assert means["iwae10"] < means["log_px"] - 0.03
+    # Per example, IWAE(K=1000) is within 0.5 nats of log p(x) (seen: 0.1).
+    assert np.max(np.abs(iwae1000 - log_px)) < 0.5
+
+
+def test_streaming_logsumexp_is_exact_for_any_chunking(data):
+    x, _ = data
+    model = ppca_vae(mean_shift=0.2, log_var_shift=1.0)
+    mean, log_var = evaluation._encode(model, x)
+    eps = np.random.default_rng(0).normal(size=(1000, len(x), LATENT)).astype("float32")
+    log_w = np_(evaluation.importance_log_weights(model, x, mean, log_var, eps))  # (K, B)
+    # Golden: logsumexp of all K weights at once, in float64.
+    expected = logsumexp(log_w.astype(np.float64), axis=0) - math.log(1000)
+    for chunk in (1000, 10, 7, 1):
+        running = evaluation._LogMeanExp()
+        for start in range(0, 1000, chunk):
+            running.update(log_w[start : start + chunk])
+        np.testing.assert_allclose(np_(running.result()), expected, atol=1e-4)
+    # The weights themselves do not depend on how the samples are grouped into
+    # decoder calls: chunk-wise weights equal the all-at-once ones.
+    parts = [
+        np_(evaluation.importance_log_weights(model, x, mean, log_var, eps[s : s + 10]))
+        for s in range(0, 30, 10)
+    ]
+    np.testing.assert_allclose(np.concatenate(parts), log_w[:30], atol=1e-4)
+    # Memory is O(batch * chunk) by construction: a chunk's (S, B, ...) tensors
+    # are dropped once folded into the (B,) running max and sum.
+
+
+def test_iwae_chunk_sizes_agree_statistically(data):
+    x, log_px = data
+    model = ppca_vae(mean_shift=0.2, log_var_shift=1.0)
+    small = np_(evaluation.iwae_log_likelihood(model, x, 1000, chunk_size=10, seed=4))
+    large = np_(evaluation.iwae_log_likelihood(model, x, 1000, chunk_size=1000, seed=5))
+    # Different noise, the same estimator: each mean has SE ~0.005 nats.
+    assert abs(np.mean(small) - np.mean(large)) < 0.03
+    # A fixed seed reproduces the estimate.
+    again = np_(evaluation.iwae_log_likelihood(model, x, 1000, chunk_size=10, seed=4))
+    np.testing.assert_array_equal(small, again)
+
+
+def test_iwae_rejects_bad_arguments(data):
+    x, _ = data
+    model = ppca_vae()
+    with pytest.raises(ValueError, match="num_samples"):
+        evaluation.iwae_log_likelihood(model, x, num_samples=0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        evaluation.iwae_log_likelihood(model, x, chunk_size=0)
+
+
+def test_bits_per_dim_by_hand():
+    # 1000 nats on 28x28x1: 1000 / (784 * ln 2) = 1000 / 543.42739 = 1.840172.
+    assert evaluation.bits_per_dim(1000.0, (28, 28, 1)) == pytest.approx(1.840172246, rel=1e-9)
+    # 32x32x3 CIFAR: 3072 dims; 3072 * ln 2 nats is exactly 1 bit/dim.
+    assert evaluation.bits_per_dim(3072 * math.log(2), (32, 32, 3)) == pytest.approx(1.0)
+    np.testing.assert_allclose(
+        evaluation.bits_per_dim(np.array([0.0, 784 * math.log(2)]), (28, 28, 1)), [0.0, 1.0]
+    )
+
+
+def test_active_units_counts_a_collapsed_dimension_as_inactive():
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(2000, 4))
+    means[:, 1] = 3.0  # constant: fully collapsed
+    means[:, 3] = 0.7 + 0.01 * rng.normal(size=2000)  # variance 1e-4 << 0.01
+    count, variances = evaluation.active_units(means)
+    assert count == 2
+    assert variances.shape == (4,)
+    assert variances[1] == 0.0 and variances[3] == pytest.approx(1e-4, rel=0.1)
+    np.testing.assert_allclose(variances[[0, 2]], 1.0, atol=0.1)
+    # The threshold is strict, as A_u = Cov > 0.01.
+    assert evaluation.active_units(means, threshold=2.0)[0] == 0
+    with pytest.raises(ValueError, match="N >= 2"):
+        evaluation.active_units(means[:1])
+
+
+def test_kl_per_dimension_finds_the_collapsed_ppca_dimension(data):
+    x, _ = data
+    model = ppca_vae()
+    ds = tf.data.Dataset.from_tensor_slices(x).batch(16)
+    kl = evaluation.kl_per_dimension(model, ds)
+    assert kl.shape == (LATENT,)
+    # The third column of W is 0: exact posterior = prior, KL exactly 0.
+    assert kl[2] == pytest.approx(0.0, abs=1e-6)
+    assert kl[0] > kl[1] > 0.5  # the stronger column carries more information
+    # It sums to the mean KL of elbo_terms.
+    total = np_(evaluation.elbo_terms(model, x)["kl"]).mean()
+    assert kl.sum() == pytest.approx(total, rel=1e-5)
+
+
+def test_evaluate_model_on_a_dataset_with_labels(data, tmp_path):
+    x, log_px = data
+    model = ppca_vae()
+    labels = np.arange(len(x))
+    # 50 examples in batches of 16: the last batch has 2.
+    ds = tf.data.Dataset.from_tensor_slices((x[:50], labels[:50])).batch(16)
+    results = evaluation.evaluate_model(
+        model, ds, iwae_samples=50, iwae_chunk=20, elbo_samples=1, progress=True
+    )
+    assert results["num_examples"] == 50
+    # Exact posterior: the IWAE estimate is log p(x), whatever K (see above).
+    assert results["iwae_nll"] == pytest.approx(-np.mean(log_px[:50]), abs=1e-3)
+    assert results["iwae_samples"] == 50
+    assert results["iwae_bits_per_dim"] == pytest.approx(
+        results["iwae_nll"] / (16 * math.log(2)), rel=1e-9
+    )
+    assert results["elbo_bits_per_dim"] == pytest.approx(
+        -results["elbo"] / (16 * math.log(2)), rel=1e-9
+    )
+    assert results["elbo"] == pytest.approx(-results["reconstruction"] - results["kl"], rel=1e-6)
+    assert abs(results["elbo"] - np.mean(log_px[:50])) < 1.0  # one-sample noise
+    assert results["active_units"] == 2 and results["latent_dim"] == LATENT
+    assert results["kl_per_dim"][2] == pytest.approx(0.0, abs=1e-6)
+    assert sum(results["kl_per_dim"]) == pytest.approx(results["kl"], rel=1e-5)
+    assert results["latent_variances"][2] == pytest.approx(0.0, abs=1e-10)
+    assert results["image_shape"] == [4, 4, 1]
+
+    # max_batches limits the pass; iwae_samples=0 skips the IWAE.
+    short = evaluation.evaluate_model(model, ds, iwae_samples=0, max_batches=2, progress=False)
+    assert short["num_examples"] == 32 and "iwae_nll" not in short
+
+    # results.json: atomic (no temporary file left), valid JSON, same values.
+    path = tmp_path / "results.json"
+    evaluation.write_results(str(path), results)
+    evaluation.write_results(str(path), results)  # overwrites
+    assert os.listdir(tmp_path) == ["results.json"]
+    with open(path) as f:
+        loaded = json.load(f)
+    assert loaded["iwae_nll"] == pytest.approx(results["iwae_nll"])
+    table = evaluation.format_table(results)
+    print(table)
+    assert "ELBO" in table and "IWAE NLL" in table and "bits/dim" in table
+    assert f"{results['iwae_bits_per_dim']:.4f}" in table
+
+
+def test_automatic_iwae_chunk_bounds_the_decoder_output():
+    # 2**22 values per decoder call: 64 images of 64x64x1 -> 16 samples per call.
+    assert evaluation._auto_chunk(64, (64, 64, 1), 1000) == 16
+    assert evaluation._auto_chunk(64, (28, 28, 1), 1000) == 83
+    assert evaluation._auto_chunk(16, (4, 4, 1), 50) == 50  # capped at K
+    assert evaluation._auto_chunk(4096, (256, 256, 3), 1000) == 1  # at least 1
+
+
+def test_evaluate_model_refuses_an_infinite_dataset(data):
+    x, _ = data
+    ds = tf.data.Dataset.from_tensor_slices(x).batch(8).repeat()
+    with pytest.raises(ValueError, match="max_batches"):
+        evaluation.evaluate_model(ppca_vae(), ds, iwae_samples=0, progress=False)
+    results = evaluation.evaluate_model(
+        ppca_vae(), ds, iwae_samples=0, max_batches=3, progress=False
+    )
+    assert results["num_examples"] == 24
+
+
+# -- MIG ----------------------------------------------------------------------
+
+
+def test_discrete_mutual_information_by_hand():
+    a = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    # I(a; a) = H(a) = log 4 for 4 equally frequent values.
+    assert evaluation.discrete_mutual_information(a, a) == pytest.approx(math.log(4))
+    # b = a // 2 is a function of a: I(a; b) = H(b) = log 2.
+    assert evaluation.discrete_mutual_information(a, a // 2) == pytest.approx(math.log(2))
+    # c = a mod 2 and b: every (b, c) pair once each twice -> independent, I = 0.
+    assert evaluation.discrete_mutual_information(a // 2, a % 2) == pytest.approx(0.0, abs=1e-12)
+    # Labels need not be 0..n-1.
+    assert evaluation.discrete_mutual_information(a * 10 - 7, a) == pytest.approx(math.log(4))
+
+
+def test_histogram_discretize_matches_disentanglement_lib():
+    values = np.array([[0.0], [0.049], [0.05], [0.5], [0.999], [1.0]])
+    # 20 equal bins over [0, 1], index = digitize against the 20 lower edges:
+    # 0.05 starts bin 2; the maximum falls into the last bin, 20.
+    np.testing.assert_array_equal(
+        evaluation.histogram_discretize(values, 20)[:, 0], [1, 1, 2, 11, 20, 20]
+    )
+
+
+def _factors(n, sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.integers(0, s, n) for s in sizes], axis=1)
+
+
+def test_mig_is_high_for_copied_factors_and_low_for_noise():
+    # Factors with <= 20 values: 20 equal-width bins keep them all distinct.
+    factors = _factors(10_000, (3, 6, 10, 16))
+    rng = np.random.default_rng(1)
+    codes = factors + 1e-3 * rng.normal(size=factors.shape)
+    # Plus an uninformative code dimension.
+    codes = np.concatenate([codes, rng.normal(size=(10_000, 1))], axis=1)
+    mig = evaluation.mutual_information_gap(codes, factors)
+    # Each factor: top MI = H(factor), second ~ the plug-in bias
+    # (bins - 1)(values - 1) / 2N ~ 0.01 nats. Seen: 0.99.
+    assert mig > 0.9
+    noise = rng.normal(size=(10_000, 5))
+    assert evaluation.mutual_information_gap(noise, factors) < 0.05
+    # A code that mixes two factors informs both weakly: MIG drops.
+    mixed = np.stack([factors[:, 2] + factors[:, 3], factors[:, 2] - factors[:, 3]], axis=1)
+    assert evaluation.mutual_information_gap(mixed, factors[:, 2:]) < 0.5
+
+
+def test_mig_skips_a_constant_factor_and_validates():
+    factors = _factors(2000, (4, 1))  # second factor has a single value
+    codes = np.concatenate(
+        [factors[:, :1] + 0.0, np.random.default_rng(0).normal(size=(2000, 1))], axis=1
+    )
+    assert evaluation.mutual_information_gap(codes, factors) > 0.9
+    with pytest.raises(ValueError, match="constant"):
+        evaluation.mutual_information_gap(codes, factors[:, 1:])
+    with pytest.raises(ValueError, match="num_codes >= 2"):
+        evaluation.mutual_information_gap(codes[:, :1], factors)
+    with pytest.raises(ValueError, match="same N"):
+        evaluation.mutual_information_gap(codes[:10], factors)
+
+
+def test_compute_mig_on_shapes_runs_on_a_small_model():
+    import keras_vae
+
+    keras.utils.set_random_seed(0)
+    encoder = keras_vae.build_encoder((16, 16, 1), 3, architecture="mlp", widths=(16,))
+    decoder = keras_vae.build_decoder((16, 16, 1), 3, architecture="mlp", widths=(16,))
+    model = VAE(encoder, decoder)
+    mig = evaluation.compute_mig_on_shapes(model, num_points=600, seed=0, batch_size=256)
+    assert 0.0 <= mig <= 1.0
+    # The factor draw is seeded: the same seed gives the same number.
+    assert evaluation.compute_mig_on_shapes(model, num_points=600, seed=0) == mig
