@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv[1:]):
     os.environ.setdefault("KERAS_VAE_QUIET_IMPORT", "1")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "shapes", "shapes, mnist, fashion_mnist, cifar10, celeb_a, "
@@ -47,6 +47,14 @@ flags.DEFINE_integer("batch_size", None, "Global batch size.")
 flags.DEFINE_float("learning_rate", None, "Adam learning rate.")
 flags.DEFINE_integer("image_size", None, "Resize images to this size (square).")
 flags.DEFINE_integer("seed", None, "Random seed (weights, sampling, data order).")
+flags.DEFINE_boolean("deterministic", None, "TensorFlow op determinism: the same seed gives "
+                     "the same losses (slower).")
+flags.DEFINE_integer("backup_every_steps", None, "Save resume state every N steps (and each "
+                     "epoch); a killed run restarted with the same command continues from it.")
+flags.DEFINE_integer("max_consecutive_skips", None, "Stop after N non-finite steps in a row.")
+flags.DEFINE_boolean("export", None, "Write the SavedModel to WORKDIR/export at the end.")
+flags.DEFINE_boolean("restart", False, "Start the run in --workdir over, discarding its "
+                     "backup, logs and summary (a finished run is never overwritten without it).")
 flags.DEFINE_integer("image_every", None, "Write TensorBoard image grids every N epochs.")
 
 # Flag name -> Config field, where they differ.
@@ -55,11 +63,14 @@ _CONFIG_FLAGS = (
     "data_dir", "download", "strict_data", "model", "latent_dim", "widths", "likelihood",
     "gaussian_sigma", "binarize", "beta", "beta_schedule", "warmup_steps", "beta_cycles",
     "free_bits", "epochs", "steps_per_epoch", "validation_steps", "eval_steps", "batch_size",
-    "learning_rate", "image_size", "seed", "image_every",
+    "learning_rate", "image_size", "seed", "image_every", "deterministic", "backup_every_steps",
+    "max_consecutive_skips", "export",
 )
 
 
 def _overrides():
+    from keras_vae.config import UsageError
+
     overrides = {}
     for name in _CONFIG_FLAGS:
         value = FLAGS[name].value
@@ -67,8 +78,6 @@ def _overrides():
             try:
                 value = tuple(int(w) for w in value)
             except ValueError:
-                from keras_vae.config import UsageError
-
                 raise UsageError(
                     f"--widths must be integers separated by commas. Received: {value!r}."
                 ) from None
@@ -77,25 +86,21 @@ def _overrides():
 
 
 def main(argv):
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]}; flags look like --name=value.",
-              file=sys.stderr)
-        return 2
     from keras_vae import config as config_lib
     from keras_vae import training
 
-    try:
-        config = config_lib.resolve(FLAGS.dataset, **_overrides())
-        workdir = FLAGS.workdir or config_lib.default_workdir(config.dataset)
-        results = training.train_and_evaluate(config, workdir)
-    except config_lib.UserError as e:
-        if logging.get_verbosity() >= logging.DEBUG:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    if len(argv) > 1:
+        raise config_lib.UsageError(
+            f"unexpected arguments {argv[1:]}; flags look like --name=value."
+        )
+    config = config_lib.resolve(FLAGS.dataset, **_overrides())
+    workdir = FLAGS.workdir or config_lib.default_workdir(config.dataset)
+    results = training.train_and_evaluate(config, workdir, restart=FLAGS.restart)
     print(training.summary_line(results))
     return 0
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv)))
+    from keras_vae import cli
+
+    cli.run(main)

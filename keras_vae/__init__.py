@@ -13,9 +13,9 @@ from keras_vae import _quiet_import
 
 _quiet_import.import_tensorflow()
 
-from keras_vae.layers import LearnedScale, Sampling, SoftClip
-from keras_vae.model import VAE, beta_at
-from keras_vae.networks import build_decoder, build_encoder
+from keras_vae.layers import LearnedScale, Sampling, SoftClip  # noqa: E402
+from keras_vae.model import VAE, beta_at  # noqa: E402
+from keras_vae.networks import build_decoder, build_encoder  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -13,7 +13,12 @@ import sys
 
 
 def import_tensorflow():
-    if os.environ.get("KERAS_VAE_QUIET_IMPORT") != "1" or "tensorflow" in sys.modules:
+    # `python -m keras_vae.export` imports this package before its own code
+    # runs (sys.argv[0] is still "-m" then): an entry point too.
+    quiet = os.environ.get("KERAS_VAE_QUIET_IMPORT") == "1" or (
+        sys.argv[:1] == ["-m"] and not any(a.startswith(("--verbosity", "-v")) for a in sys.argv)
+    )
+    if not quiet or "tensorflow" in sys.modules:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.stderr.flush()
@@ -21,7 +26,11 @@ def import_tensorflow():
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401
+            import tensorflow
+
+            # Device discovery prints "failed call to cuInit" on a machine
+            # without a GPU driver: let it happen here.
+            tensorflow.config.list_physical_devices()
     finally:
         os.dup2(saved, 2)
         os.close(saved)

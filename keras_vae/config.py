@@ -74,8 +74,12 @@ class Config:
     batch_size: int = 64  # global batch size
     learning_rate: float = 1e-3  # Adam
     seed: int = 0  # seeds weights, sampling and data order
-    # Logging.
+    deterministic: bool = False  # TensorFlow op determinism: same seed, same losses (slower)
+    # Logging, saving, fault tolerance.
     image_every: int = 1  # write TensorBoard image grids every this many epochs (and at the end)
+    backup_every_steps: int = 200  # resume state every this many steps (and each epoch)
+    max_consecutive_skips: int = 20  # stop after this many non-finite steps in a row
+    export: bool = True  # write the SavedModel to workdir/export at the end
 
     def replace(self, **changes):
         """A copy with `changes`; an unknown key is a UsageError."""
@@ -115,12 +119,18 @@ class Config:
             return cls.from_dict(json.load(f))
 
 
+# Fields that may differ between a run's config.json and the flags that
+# resume it: they change how a run is watched or saved, not what it computes.
+OPERATIONAL_FIELDS = frozenset({
+    "data_dir", "download", "strict_data", "validation_steps", "eval_steps", "image_every",
+    "backup_every_steps", "max_consecutive_skips", "export",
+})
+
 # Presets override the defaults above, nothing else: keep them short.
 PRESETS = {
     # Built in, no download (dSprites-like): beta-VAE conv nets (Burgess et al. 2018).
     "shapes": dict(architecture="conv", latent_dim=10, likelihood="bernoulli",
-                   epochs=6, steps_per_epoch=400, validation_steps=20, eval_steps=40,
-                   learning_rate=5e-4),
+                   epochs=10, steps_per_epoch=500, validation_steps=20, eval_steps=40),
     # Dynamically binarized MNIST, the classic benchmark (Burda et al. 2015).
     "mnist": dict(architecture="mlp", latent_dim=32, likelihood="bernoulli", binarize=True,
                   epochs=30),
@@ -159,7 +169,8 @@ def validate(config):
         raise UsageError(
             "--dataset=folder: needs a path, e.g. --dataset=folder:/data/img_align_celeba."
         )
-    for name in ("latent_dim", "epochs", "batch_size", "dense_units", "beta_cycles", "image_every"):
+    for name in ("latent_dim", "epochs", "batch_size", "dense_units", "beta_cycles", "image_every",
+                 "backup_every_steps", "max_consecutive_skips"):
         _positive_int(name, getattr(config, name))
     for name in ("steps_per_epoch", "validation_steps", "eval_steps", "image_size"):
         _positive_int(name, getattr(config, name), allow_none=True)

@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 
 import keras
 import numpy as np
 from absl import logging
 from keras import ops
 
+from keras_vae import files
 from keras_vae import likelihoods as likelihoods_lib
+from keras_vae.callbacks import active_units  # noqa: F401  (public here too)
 from keras_vae.data import shapes as shapes_lib
 
 LN2 = math.log(2.0)
@@ -258,31 +258,6 @@ def elbo_terms(model, images, num_samples=1, seed=None):
 
 # ---------------------------------------------------------------------------
 # Latent space usage.
-
-
-def active_units(means, threshold=ACTIVE_UNIT_THRESHOLD):
-    """Counts the active latent units.
-
-    A_u = Cov_x(E_q(z|x)[z_u]) > threshold (Burda et al. 2015, section 5.2,
-    threshold 0.01): a unit whose posterior mean does not move with x carries
-    no information about x (a collapsed dimension).
-
-    Args:
-        means: `(N, latent_dim)` posterior means over a data set.
-        threshold: variance above which a unit counts as active.
-
-    Returns:
-        `(count, variances)`: the int number of active units and the
-        `(latent_dim,)` float64 variances of the means over the N examples.
-    """
-    means = np.asarray(means, dtype=np.float64)
-    if means.ndim != 2 or means.shape[0] < 2:
-        raise ValueError(
-            "Expected `means` of shape (N, latent_dim) with N >= 2. "
-            f"Received: means.shape={means.shape}"
-        )
-    variances = np.var(means, axis=0)
-    return int(np.sum(variances > threshold)), variances
 
 
 def _batches(dataset, max_batches=None):
@@ -647,26 +622,6 @@ def evaluate_model(
 # Output.
 
 
-def _atomic_write_text(path, text):
-    """Writes `text` to `path` through a temporary file in the same folder and
-    `os.replace`, so a crash leaves either the old file or the new one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _jsonable(value):
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -683,7 +638,7 @@ def _jsonable(value):
 
 def write_results(path, results):
     """Writes `results` as indented JSON to `path`, atomically (temp file + rename)."""
-    _atomic_write_text(path, json.dumps(_jsonable(results), indent=2, sort_keys=True) + "\n")
+    files.atomic_write_text(path, json.dumps(_jsonable(results), indent=2, sort_keys=True) + "\n")
 
 
 _ROWS = (

@@ -44,15 +44,12 @@ random ops seeded with [seed, 0], so a seed always gives the same images.
 from __future__ import annotations
 
 import os
-import shutil
-import sys
-import tempfile
-import uuid
 
 import keras
 import tensorflow as tf
 from absl import logging
 
+from keras_vae import files
 from keras_vae.config import UserError
 
 SIGNATURES = (
@@ -172,12 +169,9 @@ def build_export_archive(model):
 def export_saved_model(model, export_dir):
     """Exports `model` as a SavedModel to `export_dir`, atomically.
 
-    The SavedModel is written to a fresh `export_dir + ".tmp-XXXX"` folder
-    next to `export_dir`, then renamed into place. A previous export is first
-    renamed aside and deleted only once the new one is in place, so
-    `export_dir` never holds a half-written SavedModel: an error leaves the
-    previous export where it was (and no temporary folder); a hard kill
-    between the two renames leaves it as `export_dir + ".old-XXXX"`.
+    Through `keras_vae.files.replace_dir`: `export_dir` never holds a
+    half-written SavedModel, and an error leaves the previous export where
+    it was (and no temporary folder).
 
     Args:
         model: a `VAE` (anything with `encode`, `decode`, `image_shape`,
@@ -193,28 +187,7 @@ def export_saved_model(model, export_dir):
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
         raise UserError(f"Cannot export to {export_dir}: it is a file; remove it or pick a folder.")
     archive = build_export_archive(model)
-    tmp = tempfile.mkdtemp(prefix=os.path.basename(export_dir) + ".tmp-", dir=parent)
-    old = None
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp creates 0700; a server may run as another user
-        archive.write_out(tmp, verbose=False)
-        if os.path.exists(export_dir):
-            old = f"{export_dir}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(export_dir, old)
-        try:
-            os.rename(tmp, export_dir)
-        except BaseException:
-            if old is not None:
-                os.rename(old, export_dir)  # put the previous export back
-                old = None
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    files.replace_dir(export_dir, lambda tmp: archive.write_out(tmp, verbose=False))
     logging.info("Exported the SavedModel (%s) to %s.", ", ".join(SIGNATURES), export_dir)
     return export_dir
 
@@ -245,42 +218,24 @@ def export_workdir(workdir):
 def _main(argv):
     from absl import flags
 
+    from keras_vae.config import UsageError
+
     if len(argv) > 1:
-        print(
-            f"error: unexpected arguments {argv[1:]}; flags look like --name=value.",
-            file=sys.stderr,
-        )
-        return 2
+        raise UsageError(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
     workdir = flags.FLAGS.workdir
     if not workdir:
-        print(
-            "error: --workdir is required: the run folder that holds model.keras.", file=sys.stderr
-        )
-        return 2
-    try:
-        export_dir = export_workdir(workdir)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        raise UsageError("--workdir is required: the run folder that holds model.keras.")
+    export_dir = export_workdir(workdir)
     print(f"Exported {', '.join(SIGNATURES)} (serving_default = reconstruct) to {export_dir}")
     return 0
-
-
-def _parse_flags(argv):
-    """absl's parser, but a bad flag is a usage error: one line, exit code 2."""
-    from absl import flags
-
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":
     # Flags are defined here, not at import, so that importing this module
     # from an entry point with its own --workdir flag does not clash.
-    from absl import app, flags
+    from absl import flags
+
+    from keras_vae import cli
 
     flags.DEFINE_string("workdir", None, "Run folder with model.keras; writes WORKDIR/export.")
-    app.run(lambda argv: sys.exit(_main(argv)), flags_parser=_parse_flags)
+    cli.run(_main)

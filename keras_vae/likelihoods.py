@@ -286,6 +286,10 @@ class GaussianLearned(Likelihood):
         return ops.clip(mean + ops.exp(log_scale) * noise, 0.0, 1.0)
 
 
+# PixelCNN++'s floor of the logistic log-scale, -7 on [-1, 1] data, in [0, 1] units.
+MIN_LOG_SCALE = -7.0 - math.log(2.0)
+
+
 class DiscretizedLogistic(Likelihood):
     """8-bit pixels under a discretized logistic; the decoder outputs `[mean, log_scale]`.
 
@@ -296,7 +300,7 @@ class DiscretizedLogistic(Likelihood):
     name = "discretized_logistic"
     num_params = 2
 
-    def __init__(self, num_bins=256, min_log_scale=-7.0 - math.log(2.0)):
+    def __init__(self, num_bins=256, min_log_scale=MIN_LOG_SCALE):
         self.num_bins = int(num_bins)
         self.min_log_scale = float(min_log_scale)
 

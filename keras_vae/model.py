@@ -186,11 +186,31 @@ class VAE(keras.Model):
             aggregation="only_first_replica",
             name="kl_step",
         )
+        # Updates skipped because the loss or a gradient was not finite
+        # (the LossScaleOptimizer that `compile` installs skips them), in
+        # all and in a row; saved with the model.
+        self.skipped_steps = self.add_weight(
+            shape=(),
+            dtype="int64",
+            initializer="zeros",
+            trainable=False,
+            aggregation="only_first_replica",
+            name="skipped_steps",
+        )
+        self.consecutive_skips = self.add_weight(
+            shape=(),
+            dtype="int64",
+            initializer="zeros",
+            trainable=False,
+            aggregation="only_first_replica",
+            name="consecutive_skips",
+        )
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
         self.elbo_tracker = keras.metrics.Mean(name="elbo")
         self.beta_tracker = _LastValue(name="beta")
+        self.skipped_tracker = _LastValue(name="skipped_steps")
         self.built = True
 
     # -- properties ---------------------------------------------------------
@@ -213,6 +233,7 @@ class VAE(keras.Model):
             self.kl_tracker,
             self.elbo_tracker,
             self.beta_tracker,
+            self.skipped_tracker,
         ]
 
     # -- maths --------------------------------------------------------------
@@ -289,18 +310,55 @@ class VAE(keras.Model):
         elbo = ops.mean(terms["log_px"] - kl_per_example)
         return loss, {"reconstruction": reconstruction, "kl": kl, "elbo": elbo}
 
-    def _update_trackers(self, loss, logs, beta):
-        self.loss_tracker.update_state(loss)
-        self.reconstruction_tracker.update_state(logs["reconstruction"])
-        self.kl_tracker.update_state(logs["kl"])
-        self.elbo_tracker.update_state(logs["elbo"])
+    def _update_trackers(self, x, loss, logs, beta, finite=True):
+        # Weighted by the batch size, so an epoch's value is the mean over
+        # examples even with a smaller last batch; a skipped (non-finite)
+        # step contributes nothing instead of a NaN.
+        weight = ops.cast(ops.shape(x)[0], "float32") * ops.cast(finite, "float32")
+        for tracker, value in (
+            (self.loss_tracker, loss),
+            (self.reconstruction_tracker, logs["reconstruction"]),
+            (self.kl_tracker, logs["kl"]),
+            (self.elbo_tracker, logs["elbo"]),
+        ):
+            value = ops.cast(value, "float32")
+            tracker.update_state(ops.where(finite, value, 0.0), sample_weight=weight)
         self.beta_tracker.update_state(beta)
+        self.skipped_tracker.update_state(self.skipped_steps)
         return {m.name: m.result() for m in self.metrics}
 
     # -- Keras training hooks ----------------------------------------------
 
+    def compile(self, optimizer="adam", **kwargs):
+        """`keras.Model.compile`, with the optimizer in a `LossScaleOptimizer`.
+
+        The wrapper skips any update whose gradients are not finite, which
+        guards float32 runs too (scale 1, never grown: exact, as scaling by
+        powers of two is). Under `mixed_float16` it starts at 2**8 instead of
+        Keras' 2**15, which overflowed the float16 gradients of a loss of a
+        few hundred nats and skipped the first ~5 steps of every run.
+        """
+        optimizer = keras.optimizers.get(optimizer)
+        if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            if self.dtype_policy.name == "mixed_float16":
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=2.0**8)
+            else:
+                optimizer = keras.optimizers.LossScaleOptimizer(
+                    optimizer, initial_scale=1.0, dynamic_growth_steps=2**62
+                )
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config):
+        # Keras skips a custom `compile` on load unless this is overridden;
+        # the saved optimizer is already the LossScaleOptimizer.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def train_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x = self._as_images(x)
         beta = self.current_beta()
         # The optimizer sums the replicas' gradients: dividing each replica's
         # batch mean by the replica count makes one global batch give the
@@ -309,21 +367,28 @@ class VAE(keras.Model):
         with tf.GradientTape() as tape:
             terms = self.compute_terms(x, training=True)
             loss, logs = self.objective(terms, beta)
-            # Under mixed_float16 compile() wraps the optimizer in a
-            # LossScaleOptimizer: scale here, `apply` unscales (and skips
-            # non-finite steps).
+            # Scale for the LossScaleOptimizer (see `compile`); `apply`
+            # unscales and skips a step whose gradients are not finite.
             scaled_loss = self.optimizer.scale_loss(loss / replicas)
         grads = tape.gradient(scaled_loss, self.trainable_weights)
         self.optimizer.apply(grads, self.trainable_weights)
+        finite = tf.math.is_finite(loss)
+        for grad in grads:
+            if grad is not None:
+                finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(grad)))
+        skipped = tf.cast(tf.logical_not(finite), "int64")
+        self.skipped_steps.assign_add(skipped)
+        self.consecutive_skips.assign((self.consecutive_skips + skipped) * skipped)
         self.kl_step.assign_add(1)
-        return self._update_trackers(loss, logs, beta)
+        return self._update_trackers(x, loss, logs, beta, finite)
 
     def test_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x = self._as_images(x)
         beta = self.current_beta()
         terms = self.compute_terms(x, training=False)
         loss, logs = self.objective(terms, beta)
-        return self._update_trackers(loss, logs, beta)
+        return self._update_trackers(x, loss, logs, beta)
 
     def call(self, inputs, training=None):
         mean, log_var = self.encoder(self._as_images(inputs), training=training)
@@ -371,6 +436,20 @@ class VAE(keras.Model):
             terms = self.compute_terms(images, training=False)
             total = total + terms["log_px"] - ops.sum(terms["kl_per_dim"], axis=-1)
         return total / num_samples
+
+    # -- random state (for exact resume) ------------------------------------
+
+    def rng_state(self):
+        """The seed generators' states, which `save_weights` does not store."""
+        return {
+            "sampling": ops.convert_to_numpy(self.sampling.seed_generator.state).tolist(),
+            "prior": ops.convert_to_numpy(self.prior_seed_generator.state).tolist(),
+        }
+
+    def set_rng_state(self, state):
+        """Restores what `rng_state` returned."""
+        self.sampling.seed_generator.state.assign(state["sampling"])
+        self.prior_seed_generator.state.assign(state["prior"])
 
     # -- serialization ------------------------------------------------------
 

@@ -76,7 +76,8 @@ def _widths(architecture, image_shape, widths):
     widths = tuple(widths)
     if not widths or not all(isinstance(w, int) and w > 0 for w in widths):
         raise ValueError(
-            f"Expected `widths` to be a non-empty sequence of positive ints. Received: widths={widths!r}"
+            "Expected `widths` to be a non-empty sequence of positive ints. "
+            f"Received: widths={widths!r}"
         )
     return widths
 

@@ -13,7 +13,7 @@ from scipy import special
 import keras_vae
 from keras_vae.model import VAE, beta_at
 
-TRACKERS = {"loss", "reconstruction", "kl", "elbo", "beta"}
+TRACKERS = {"loss", "reconstruction", "kl", "elbo", "beta", "skipped_steps"}
 
 
 def np_(x):

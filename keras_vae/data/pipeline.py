@@ -149,6 +149,9 @@ def batch_and_finish(
         else:
             ds = ds.cache()
     if shuffle:
+        # Reshuffled each pass from a seed generator that belongs to this
+        # dataset object: a new object (not a new iterator) replays the same
+        # stream, which is how a resumed run continues it exactly.
         buffer = shuffle_buffer_size(info.num_examples, info.image_shape)
         ds = ds.shuffle(buffer, seed=derive_seed(seed, "shuffle"), reshuffle_each_iteration=True)
     if repeat:
@@ -156,10 +159,12 @@ def batch_and_finish(
     ds = ds.batch(
         batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE, deterministic=True
     )
-    return finish(ds, binarize=binarize, seed=seed, with_labels=with_labels)
+    return finish(ds, binarize=binarize, seed=seed, with_labels=with_labels, repeat=repeat)
 
 
-def finish(ds: tf.data.Dataset, *, binarize: bool, seed: int, with_labels: bool) -> tf.data.Dataset:
+def finish(
+    ds: tf.data.Dataset, *, binarize: bool, seed: int, with_labels: bool, repeat: bool = False
+) -> tf.data.Dataset:
     """Float conversion (and binarization) of uint8 batches, prefetch, options.
 
     Args:
@@ -183,8 +188,10 @@ def finish(ds: tf.data.Dataset, *, binarize: bool, seed: int, with_labels: bool)
         # epoch. Instead, one int64 key per batch comes from a random dataset
         # that draws new keys for each new iterator (i.e. each epoch), and the
         # draw itself is stateless: same seed -> same sequence of epochs.
+        # With `repeat`, the stream is infinite and must not depend on which
+        # iterator reads it (see batch_and_finish): keys fixed by the seed.
         keys = tf.data.Dataset.random(
-            seed=derive_seed(seed, "binarize"), rerandomize_each_iteration=True
+            seed=derive_seed(seed, "binarize"), rerandomize_each_iteration=not repeat
         )
 
         def convert_binarized(element, key):

@@ -250,8 +250,10 @@ def make_dataset(
     # fresh key from a random dataset that draws new keys for every new
     # iterator; the permutation itself is stateless, so a seed reproduces it.
     if shuffle:
+        # With `repeat` the stream of keys is fixed by the seed alone, so a
+        # new iterator (a resumed run) reads the same infinite stream.
         keys = tf.data.Dataset.random(
-            seed=pipeline.derive_seed(seed, "shapes/epoch"), rerandomize_each_iteration=True
+            seed=pipeline.derive_seed(seed, "shapes/epoch"), rerandomize_each_iteration=not repeat
         )
         if not repeat:
             keys = keys.take(1)
