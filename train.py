@@ -53,6 +53,11 @@ flags.DEFINE_integer("backup_every_steps", None, "Save resume state every N step
                      "epoch); a killed run restarted with the same command continues from it.")
 flags.DEFINE_integer("max_consecutive_skips", None, "Stop after N non-finite steps in a row.")
 flags.DEFINE_boolean("export", None, "Write the SavedModel to WORKDIR/export at the end.")
+flags.DEFINE_string("mixed_precision", None, "auto (float16 on GPU, none on CPU), float16, "
+                    "bfloat16 or none.")
+flags.DEFINE_string("jit_compile", None, "XLA: auto (GPU only), true or false.")
+flags.DEFINE_string("distribution", None, "auto, none, mirrored (local GPUs), multi_worker "
+                    "(from TF_CONFIG) or tpu.")
 flags.DEFINE_boolean("restart", False, "Start the run in --workdir over, discarding its "
                      "backup, logs and summary (a finished run is never overwritten without it).")
 flags.DEFINE_integer("image_every", None, "Write TensorBoard image grids every N epochs.")
@@ -64,7 +69,7 @@ _CONFIG_FLAGS = (
     "gaussian_sigma", "binarize", "beta", "beta_schedule", "warmup_steps", "beta_cycles",
     "free_bits", "epochs", "steps_per_epoch", "validation_steps", "eval_steps", "batch_size",
     "learning_rate", "image_size", "seed", "image_every", "deterministic", "backup_every_steps",
-    "max_consecutive_skips", "export",
+    "max_consecutive_skips", "export", "mixed_precision", "jit_compile", "distribution",
 )
 
 

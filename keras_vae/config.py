@@ -75,6 +75,10 @@ class Config:
     learning_rate: float = 1e-3  # Adam
     seed: int = 0  # seeds weights, sampling and data order
     deterministic: bool = False  # TensorFlow op determinism: same seed, same losses (slower)
+    # Hardware.
+    mixed_precision: str = "auto"  # auto (float16 on GPU, none on CPU) | float16 | bfloat16 | none
+    jit_compile: str = "auto"  # XLA: auto (on for GPU, off on CPU, measured slower) | true | false
+    distribution: str = "auto"  # auto | none | mirrored | multi_worker (TF_CONFIG) | tpu
     # Logging, saving, fault tolerance.
     image_every: int = 1  # write TensorBoard image grids every this many epochs (and at the end)
     backup_every_steps: int = 200  # resume state every this many steps (and each epoch)
@@ -123,8 +127,12 @@ class Config:
 # resume it: they change how a run is watched or saved, not what it computes.
 OPERATIONAL_FIELDS = frozenset({
     "data_dir", "download", "strict_data", "validation_steps", "eval_steps", "image_every",
-    "backup_every_steps", "max_consecutive_skips", "export",
+    "backup_every_steps", "max_consecutive_skips", "export", "mixed_precision", "jit_compile",
+    "distribution",
 })
+MIXED_PRECISION = ("auto", "float16", "bfloat16", "none")
+JIT_COMPILE = ("auto", "true", "false")
+DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker", "tpu")
 
 # Presets override the defaults above, nothing else: keep them short.
 PRESETS = {
@@ -192,6 +200,16 @@ def validate(config):
             f"--beta_schedule must be one of {', '.join(BETA_SCHEDULES)}. "
             f"Received: {config.beta_schedule!r}."
         )
+    for name, choices in (
+        ("mixed_precision", MIXED_PRECISION),
+        ("jit_compile", JIT_COMPILE),
+        ("distribution", DISTRIBUTIONS),
+    ):
+        if getattr(config, name) not in choices:
+            raise UsageError(
+                f"--{name} must be one of {', '.join(choices)}. "
+                f"Received: {getattr(config, name)!r}."
+            )
     if not config.beta >= 0:
         raise UsageError(f"--beta must be >= 0 (1 is the ELBO). Received: {config.beta!r}.")
     if not config.free_bits >= 0:

@@ -1,0 +1,204 @@
+"""Precision, XLA and tf.distribute: same numbers on 1 or N replicas, in any precision.
+
+Strategies need TensorFlow configured before it starts (logical devices,
+TF_CONFIG), so those tests run their own Python processes.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import keras_vae
+from keras_vae import config as config_lib
+from keras_vae import training
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _python(code, env=None, timeout=600):
+    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO, **(env or {}))
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+MIRRORED = """
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, keras_vae
+
+def make():
+    keras.utils.set_random_seed(1)
+    enc = keras_vae.build_encoder((16, 16, 1), 3, "conv", widths=(4, 8), dense_units=16)
+    dec = keras_vae.build_decoder((16, 16, 1), 3, "conv", widths=(4, 8), dense_units=16)
+    vae = keras_vae.VAE(enc, dec, seed=0)
+    # z = mean: the update is then a deterministic function of the batch, so
+    # the two runs can be compared (the replicas would draw other noise).
+    vae.sampling.deterministic = True
+    vae.compile(optimizer=keras.optimizers.SGD(0.1))
+    return vae
+
+x = (np.random.default_rng(0).random((16, 16, 16, 1)) > 0.5).astype("float32")
+batch = tf.data.Dataset.from_tensors(x)  # one global batch of 16
+plain = make()
+plain.fit(batch, epochs=1, verbose=0)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    mirrored = make()
+mirrored.fit(batch, epochs=1, verbose=0)
+diff = max(float(np.max(np.abs(a.numpy() - b.numpy())))
+           for a, b in zip(plain.trainable_weights, mirrored.trainable_weights))
+moved = max(float(np.max(np.abs(a.numpy() - b.numpy())))
+            for a, b in zip(plain.trainable_weights, make().trainable_weights))
+print(json.dumps({"replicas": strategy.num_replicas_in_sync, "diff": diff, "moved": moved}))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_two_cpus_one_step_equals_no_strategy():
+    proc = _python("import json\n" + MIRRORED)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    # The step really moved the weights, and identically on 1 and 2 replicas:
+    # without the loss / num_replicas scaling the update would be 2x.
+    assert result["moved"] > 1e-3
+    assert result["diff"] < 1e-5, result
+
+
+WORKER = """
+import json, os, sys
+import numpy as np
+import keras
+from keras_vae import config as config_lib, training
+
+out, workdir = sys.argv[1], sys.argv[2]
+
+class Dump(keras.callbacks.Callback):
+    def on_train_end(self, logs=None):
+        np.savez(out, *[np.asarray(w) for w in self.model.weights])
+
+config = config_lib.resolve(
+    "shapes", epochs=1, steps_per_epoch=2, validation_steps=1, eval_steps=1, batch_size=8,
+    latent_dim=2, widths=(4, 4, 8, 8), dense_units=8, distribution="multi_worker",
+    export=False)
+results = training.train_and_evaluate(config, workdir, verbose=0, callbacks=[Dump()])
+print(json.dumps({"steps": results["steps"], "replicas": results["replicas"]}))
+"""
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_multi_worker_two_processes_identical_weights_chief_writes(tmp_path):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        procs.append(
+            _python(
+                f"import sys; sys.argv = ['w', {str(tmp_path / f'w{index}.npz')!r}, "
+                f"{str(tmp_path / f'run{index}')!r}]\n" + WORKER,
+                env={"TF_CONFIG": tf_config},
+            )
+        )
+    outputs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+        outputs.append(json.loads(out.strip().splitlines()[-1]))
+    # Both trained the 2 planned steps, on 2 replicas (one per worker).
+    assert outputs == [{"steps": 2, "replicas": 2}] * 2
+    w0, w1 = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
+    assert len(w0.files) == len(w1.files) > 0
+    for key in w0.files:
+        np.testing.assert_array_equal(w0[key], w1[key])
+    # Only the chief (worker 0) wrote its workdir.
+    chief = sorted(os.listdir(tmp_path / "run0"))
+    assert {"config.json", "model.keras", "history.json", training.SUMMARY_FILE} <= set(chief)
+    assert not (tmp_path / "run1").exists()
+
+
+def _twenty_steps(policy):
+    """The loss after 20 Adam steps on fixed data, under a dtype policy."""
+    keras.config.set_dtype_policy(policy)
+    try:
+        keras.utils.set_random_seed(3)
+        enc = keras_vae.build_encoder((16, 16, 1), 4, "conv", widths=(8, 16), dense_units=32)
+        dec = keras_vae.build_decoder((16, 16, 1), 4, "conv", widths=(8, 16), dense_units=32)
+        vae = keras_vae.VAE(enc, dec, seed=0)
+        vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+        x = (np.random.default_rng(0).random((64, 16, 16, 1)) > 0.5).astype("float32")
+        history = vae.fit(x, batch_size=16, epochs=5, shuffle=False, verbose=0)  # 20 steps
+        return history.history["loss"], vae
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_low_precision_20_steps_finite_and_within_5_percent(policy):
+    reference, _ = _twenty_steps("float32")
+    losses, vae = _twenty_steps(policy)
+    assert vae.dtype_policy.name == policy
+    # The hidden layers really ran in 16 bits.
+    assert vae.encoder.layers[1].compute_dtype in ("float16", "bfloat16")
+    assert np.all(np.isfinite(losses))
+    assert int(np.asarray(vae.skipped_steps)) == 0
+    np.testing.assert_allclose(losses[-1], reference[-1], rtol=0.05)
+
+
+def test_jit_compile_gives_the_same_loss():
+    x = (np.random.default_rng(0).random((32, 16, 16, 1)) > 0.5).astype("float32")
+    losses = []
+    for jit in (False, True):
+        keras.utils.set_random_seed(3)
+        enc = keras_vae.build_encoder((16, 16, 1), 4, "conv", widths=(8, 16), dense_units=32)
+        dec = keras_vae.build_decoder((16, 16, 1), 4, "conv", widths=(8, 16), dense_units=32)
+        vae = keras_vae.VAE(enc, dec, seed=0)
+        # z = mean: XLA may draw eps with another random algorithm, which
+        # alone moved the loss by 2.5e-4 (relative) in 6 steps.
+        vae.sampling.deterministic = True
+        vae.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit)
+        losses.append(vae.fit(x, batch_size=16, epochs=3, shuffle=False, verbose=0).history["loss"])
+    # Same weights, same data: XLA reorders and fuses float sums, nothing more.
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+
+
+def test_runtime_resolution_on_cpu():
+    runtime = training.make_runtime(config_lib.resolve("shapes"))
+    try:
+        assert runtime.kind == "none" and runtime.is_chief
+        assert runtime.policy == "float32" and runtime.jit_compile is False
+        runtime = training.make_runtime(
+            config_lib.resolve("shapes", mixed_precision="bfloat16", jit_compile="true")
+        )
+        assert runtime.policy == "mixed_bfloat16" and runtime.jit_compile is True
+        assert keras.config.dtype_policy().name == "mixed_bfloat16"
+    finally:
+        keras.config.set_dtype_policy("float32")
+    with pytest.raises(config_lib.UsageError, match="--distribution must be one of"):
+        config_lib.resolve("shapes", distribution="horovod")
