@@ -16,6 +16,10 @@ pictures of two epochs differ only because the weights did:
 | `latent/kl_dim_XX` | the same per dimension as scalars (latent_dim <= 32 only) |
 | `latent/active_units` | number of active units (Burda et al. 2015) |
 
+The grids are built by the module-level `latent_statistics`, `prior_noise`,
+`choose_pairs` and `image_grids`, which `evaluate.py` (through
+`keras_vae.figures`) calls as well: its PNG files are the same pictures.
+
 Grid geometry (the `keras_vae.grids` convention): cells of `H x W` pixels,
 `pad` pixels between cells and no outer border, so `r x c` cells make
 `(r * H + (r - 1) * pad, c * W + (c - 1) * pad)`. Row blocks of one image
@@ -37,8 +41,10 @@ import math
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from keras_vae import grids, likelihoods
+from keras_vae.config import UserError
 
 # Pixels of `pad_value` between the row blocks of one image (e.g. between the
 # temperature-1.0 and temperature-0.7 samples): wider than the cell separator
@@ -153,6 +159,184 @@ def _check_int(name, value, minimum):
             f"Expected `{name}` to be an integer >= {minimum}. Received: {name}={value!r}"
         )
     return int(value)
+
+
+def prior_noise(num_samples, latent_dim, seed):
+    """Fixed prior noise eps ~ N(0, I): `(num_samples, latent_dim)` float32 from `seed`."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((num_samples, latent_dim)).astype(np.float32)
+
+
+class DivergedModelError(UserError):
+    """A model whose posterior is NaN/Inf: nothing meaningful to draw."""
+
+
+def latent_statistics(model, images, max_traversal_dims=16):
+    """Encodes `images` once; the statistics every image grid is built from.
+
+    Args:
+        model: a `VAE`.
+        images: `(N, H, W, C)` float32 images in [0, 1], N >= 2.
+        max_traversal_dims: cap on the traversal rows.
+
+    Returns:
+        dict with `mean`, `log_var` `(N, D)` float32 posterior parameters;
+        `kl_per_dim` `(D,)` mean KL(q(z_d|x) || N(0, 1)) over the images,
+        nats; `order` `(D,)` dimensions by decreasing KL; `traversal_dims`
+        the first `min(D, max_traversal_dims)` of `order`; `active_units`
+        (int) and `mean_variance` `(D,)` (see `active_units`).
+
+    Raises:
+        DivergedModelError: the posterior is not finite.
+    """
+    mean, log_var = model.encode(images)
+    mean = np.asarray(mean, dtype=np.float32)  # (N, D)
+    log_var = np.asarray(log_var, dtype=np.float32)  # (N, D)
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(log_var))):
+        raise DivergedModelError(
+            "The model's posterior for the held-out images is not finite (the run diverged): "
+            "retrain it with a lower --learning_rate, or resume from an earlier backup."
+        )
+    # The training objective's own closed-form KL, averaged over the
+    # images: (N, D) -> (D,).
+    kl = np.asarray(likelihoods.gaussian_kl_per_dim(mean, log_var), dtype=np.float64)
+    kl_per_dim = kl.mean(axis=0)
+    order = grids.order_by_kl(kl_per_dim)
+    count, variances = active_units(mean)
+    return {
+        "mean": mean,
+        "log_var": log_var,
+        "kl_per_dim": kl_per_dim,
+        "order": order,
+        "traversal_dims": order[:max_traversal_dims],
+        "active_units": count,
+        "mean_variance": variances,
+    }
+
+
+def decode_codes(model, codes, batch_size=128):
+    """`(M, D)` codes -> `(M, H, W, C)` float32 in [0, 1], in few batched `decode` calls."""
+    codes = np.asarray(codes, dtype=np.float32)
+    out = []
+    for start in range(0, codes.shape[0], batch_size):
+        batch = model.decode(codes[start : start + batch_size])
+        out.append(np.asarray(batch, dtype=np.float32))
+    # The Gaussian likelihoods' mean is not bounded to [0, 1].
+    return np.clip(np.concatenate(out, axis=0), 0.0, 1.0)
+
+
+def image_grids(
+    model,
+    images,
+    stats,
+    *,
+    noise,
+    pairs,
+    temperatures=(1.0, 0.7),
+    num_reconstructions=32,
+    interpolation_steps=10,
+    traversal_steps=9,
+    traversal_range=3.0,
+    traversal_index=0,
+    manifold_size=15,
+    columns=8,
+    pad=1,
+    pad_value=1.0,
+    decode_batch_size=128,
+):
+    """All image grids of the module docstring, `{tag: (height, width, C) float32 in [0, 1]}`.
+
+    What `LatentSummaries` writes to TensorBoard and `evaluate.py` to PNG
+    files: one batched `decode` of every code the grids need. Arguments as
+    `LatentSummaries`, plus:
+
+    Args:
+        model: a `VAE`.
+        images: `(N, H, W, C)` float32 images in [0, 1].
+        stats: `latent_statistics(model, images, ...)`.
+        noise: `(S, D)` prior noise, e.g. `prior_noise(S, D, seed)`.
+        pairs: `(P, 2)` indices into `images` to interpolate between
+            (`choose_pairs`).
+
+    Returns:
+        dict keyed by the `IMAGE_TAGS` (`images/manifold` only when D == 2).
+    """
+    mean = stats["mean"]  # (N, D)
+    latent_dim = mean.shape[1]
+
+    # Every code to decode, by grid, each (M_i, D); decoded in one pass.
+    recon_codes = mean[:num_reconstructions]  # (n_rec, D)
+    eps = np.asarray(noise, dtype=np.float32)  # (S, D)
+    num_samples = eps.shape[0]
+    sample_codes = np.concatenate([t * eps for t in temperatures])  # (T*S, D)
+    interp_codes = np.stack(
+        [
+            grids.interpolate(mean[i], mean[j], interpolation_steps, method)
+            for method in grids.INTERPOLATION_METHODS
+            for i, j in pairs
+        ]
+    )  # (2 * P, steps, D): linear rows, then slerp rows
+    values = grids.traversal_values(-traversal_range, traversal_range, traversal_steps)  # (K,)
+    dims = stats["traversal_dims"]  # (R,)
+    base = mean[traversal_index]
+    traversal = grids.traversal(base, dims, values)  # (R, K, D)
+    traversal_origin = grids.traversal(np.zeros_like(base), dims, values)  # (R, K, D)
+    parts = {
+        "recon": recon_codes,
+        "samples": sample_codes,
+        "interp": interp_codes.reshape(-1, latent_dim),
+        "traversal": traversal.reshape(-1, latent_dim),
+        "traversal_origin": traversal_origin.reshape(-1, latent_dim),
+    }
+    if latent_dim == 2:
+        parts["manifold"] = grids.manifold_grid(manifold_size)  # (n * n, 2)
+    ends = np.cumsum([len(codes) for codes in parts.values()])
+    decoded = decode_codes(
+        model, np.concatenate(list(parts.values())), decode_batch_size
+    )  # (sum M_i, H, W, C)
+    decoded = dict(zip(parts, np.split(decoded, ends[:-1]), strict=True))
+
+    cell = images.shape[1:]  # (H, W, C)
+    tile = {"pad": pad, "pad_value": pad_value}
+    out = {}
+
+    # Reconstructions: rows of inputs alternating with their reconstructions;
+    # a short last row is filled with blank cells. (2 * rows, cols, H, W, C).
+    n_rec = recon_codes.shape[0]
+    cols = min(columns, n_rec)
+    rows = math.ceil(n_rec / cols)
+    recon_pairs = np.full((2, rows * cols) + cell, pad_value, dtype=np.float32)
+    recon_pairs[0, :n_rec] = images[:n_rec]
+    recon_pairs[1, :n_rec] = decoded["recon"]
+    recon_pairs = recon_pairs.reshape((2, rows, cols) + cell).swapaxes(0, 1)  # (rows, 2, cols, ...)
+    out["images/reconstructions"] = grids.tile_rows(
+        recon_pairs.reshape((2 * rows, cols) + cell), **tile
+    )
+
+    # Samples: one block per temperature, ceil(S / cols) x cols each.
+    cols = min(columns, num_samples)
+    blocks = np.split(decoded["samples"], len(temperatures))
+    out["images/samples"] = _stack_blocks(
+        [grids.tile(block, cols=cols, **tile) for block in blocks], BLOCK_GAP, pad_value
+    )
+
+    # Interpolation: the linear block (P rows) over the slerp block (P rows).
+    interp = decoded["interp"].reshape((2, len(pairs), interpolation_steps) + cell)
+    out["images/interpolation"] = _stack_blocks(
+        [grids.tile_rows(block, **tile) for block in interp], BLOCK_GAP, pad_value
+    )
+
+    # Traversals: (R, K) cells, row r varies dimension traversal_dims[r].
+    shape = (len(dims), traversal_steps) + cell
+    out["images/traversal"] = grids.tile_rows(decoded["traversal"].reshape(shape), **tile)
+    out["images/traversal_origin"] = grids.tile_rows(
+        decoded["traversal_origin"].reshape(shape), **tile
+    )
+    if "manifold" in decoded:
+        out["images/manifold"] = grids.tile(
+            decoded["manifold"], rows=manifold_size, cols=manifold_size, **tile
+        )
+    return out
 
 
 class LatentSummaries(keras.callbacks.Callback):
@@ -296,132 +480,38 @@ class LatentSummaries(keras.callbacks.Callback):
     def prior_noise(self, latent_dim):
         """The fixed eps ~ N(0, I), `(num_samples, latent_dim)` float32, drawn once."""
         if self._noise is None or self._noise.shape[1] != latent_dim:
-            rng = np.random.default_rng(self.seed)
-            self._noise = rng.standard_normal((self.num_samples, latent_dim)).astype(np.float32)
+            self._noise = prior_noise(self.num_samples, latent_dim, self.seed)
         return self._noise
 
     def latent_statistics(self):
-        """Encodes `images` once; the statistics every summary is built from.
-
-        Returns:
-            dict with `mean`, `log_var` `(N, D)` float32 posterior parameters;
-            `kl_per_dim` `(D,)` mean KL(q(z_d|x) || N(0, 1)) over the images,
-            nats; `order` `(D,)` dimensions by decreasing KL; `traversal_dims`
-            the first `min(D, max_traversal_dims)` of `order`; `active_units`
-            (int) and `mean_variance` `(D,)` (see `active_units`).
-        """
-        mean, log_var = self.model.encode(self.images)
-        mean = np.asarray(mean, dtype=np.float32)  # (N, D)
-        log_var = np.asarray(log_var, dtype=np.float32)  # (N, D)
-        # The training objective's own closed-form KL, averaged over the
-        # images: (N, D) -> (D,).
-        kl = np.asarray(likelihoods.gaussian_kl_per_dim(mean, log_var), dtype=np.float64)
-        kl_per_dim = kl.mean(axis=0)
-        order = grids.order_by_kl(kl_per_dim)
-        count, variances = active_units(mean)
-        return {
-            "mean": mean,
-            "log_var": log_var,
-            "kl_per_dim": kl_per_dim,
-            "order": order,
-            "traversal_dims": order[: self.max_traversal_dims],
-            "active_units": count,
-            "mean_variance": variances,
-        }
-
-    def _decode(self, codes):
-        """`(M, D)` codes -> `(M, H, W, C)` float32 in [0, 1], in few batched calls."""
-        codes = np.asarray(codes, dtype=np.float32)
-        out = []
-        for start in range(0, codes.shape[0], self.decode_batch_size):
-            batch = self.model.decode(codes[start : start + self.decode_batch_size])
-            out.append(np.asarray(batch, dtype=np.float32))
-        # The Gaussian likelihoods' mean is not bounded to [0, 1].
-        return np.clip(np.concatenate(out, axis=0), 0.0, 1.0)
+        """Encodes `images` once: the module-level `latent_statistics` of the model."""
+        return latent_statistics(self.model, self.images, self.max_traversal_dims)
 
     def summary_images(self, stats=None):
-        """All image grids, `{tag: (height, width, C) float32 in [0, 1]}`.
+        """All image grids, `{tag: (height, width, C) float32 in [0, 1]}` (`image_grids`).
 
         One `encode` (unless `stats` from `latent_statistics` is given) and
         one batched `decode` of every code the grids need.
         """
         stats = self.latent_statistics() if stats is None else stats
-        mean = stats["mean"]  # (N, D)
-        latent_dim = mean.shape[1]
-
-        # Every code to decode, by grid, each (M_i, D); decoded in one pass.
-        recon_codes = mean[: self.num_reconstructions]  # (n_rec, D)
-        eps = self.prior_noise(latent_dim)  # (S, D)
-        sample_codes = np.concatenate([t * eps for t in self.temperatures])  # (T*S, D)
-        interp_codes = np.stack(
-            [
-                grids.interpolate(mean[i], mean[j], self.interpolation_steps, method)
-                for method in grids.INTERPOLATION_METHODS
-                for i, j in self.pairs
-            ]
-        )  # (2 * P, steps, D): linear rows, then slerp rows
-        values = grids.traversal_values(
-            -self.traversal_range, self.traversal_range, self.traversal_steps
-        )  # (K,)
-        dims = stats["traversal_dims"]  # (R,)
-        base = mean[self.traversal_index]
-        traversal = grids.traversal(base, dims, values)  # (R, K, D)
-        traversal_origin = grids.traversal(np.zeros_like(base), dims, values)  # (R, K, D)
-        parts = {
-            "recon": recon_codes,
-            "samples": sample_codes,
-            "interp": interp_codes.reshape(-1, latent_dim),
-            "traversal": traversal.reshape(-1, latent_dim),
-            "traversal_origin": traversal_origin.reshape(-1, latent_dim),
-        }
-        if latent_dim == 2:
-            parts["manifold"] = grids.manifold_grid(self.manifold_size)  # (n * n, 2)
-        ends = np.cumsum([len(codes) for codes in parts.values()])
-        decoded = self._decode(np.concatenate(list(parts.values())))  # (sum M_i, H, W, C)
-        decoded = dict(zip(parts, np.split(decoded, ends[:-1]), strict=True))
-
-        cell = self.images.shape[1:]  # (H, W, C)
-        tile = {"pad": self.pad, "pad_value": self.pad_value}
-        out = {}
-
-        # Reconstructions: rows of inputs alternating with their reconstructions;
-        # a short last row is filled with blank cells. (2 * rows, cols, H, W, C).
-        n_rec = recon_codes.shape[0]
-        cols = min(self.columns, n_rec)
-        rows = math.ceil(n_rec / cols)
-        pairs = np.full((2, rows * cols) + cell, self.pad_value, dtype=np.float32)
-        pairs[0, :n_rec] = self.images[:n_rec]
-        pairs[1, :n_rec] = decoded["recon"]
-        pairs = pairs.reshape((2, rows, cols) + cell).swapaxes(0, 1)  # (rows, 2, cols, ...)
-        out["images/reconstructions"] = grids.tile_rows(
-            pairs.reshape((2 * rows, cols) + cell), **tile
+        return image_grids(
+            self.model,
+            self.images,
+            stats,
+            noise=self.prior_noise(stats["mean"].shape[1]),
+            pairs=self.pairs,
+            temperatures=self.temperatures,
+            num_reconstructions=self.num_reconstructions,
+            interpolation_steps=self.interpolation_steps,
+            traversal_steps=self.traversal_steps,
+            traversal_range=self.traversal_range,
+            traversal_index=self.traversal_index,
+            manifold_size=self.manifold_size,
+            columns=self.columns,
+            pad=self.pad,
+            pad_value=self.pad_value,
+            decode_batch_size=self.decode_batch_size,
         )
-
-        # Samples: one block per temperature, ceil(S / cols) x cols each.
-        cols = min(self.columns, self.num_samples)
-        blocks = np.split(decoded["samples"], len(self.temperatures))
-        out["images/samples"] = _stack_blocks(
-            [grids.tile(block, cols=cols, **tile) for block in blocks], BLOCK_GAP, self.pad_value
-        )
-
-        # Interpolation: the linear block (P rows) over the slerp block (P rows).
-        steps = self.interpolation_steps
-        interp = decoded["interp"].reshape((2, len(self.pairs), steps) + cell)
-        out["images/interpolation"] = _stack_blocks(
-            [grids.tile_rows(block, **tile) for block in interp], BLOCK_GAP, self.pad_value
-        )
-
-        # Traversals: (R, K) cells, row r varies dimension traversal_dims[r].
-        shape = (len(dims), self.traversal_steps) + cell
-        out["images/traversal"] = grids.tile_rows(decoded["traversal"].reshape(shape), **tile)
-        out["images/traversal_origin"] = grids.tile_rows(
-            decoded["traversal_origin"].reshape(shape), **tile
-        )
-        if "manifold" in decoded:
-            out["images/manifold"] = grids.tile(
-                decoded["manifold"], rows=self.manifold_size, cols=self.manifold_size, **tile
-            )
-        return out
 
     # -- writing ------------------------------------------------------------
 
@@ -450,7 +540,17 @@ class LatentSummaries(keras.callbacks.Callback):
         """Computes and writes every summary at `step`; flushes the event file."""
         if not self.chief:
             return
-        stats = self.latent_statistics()
+        try:
+            stats = self.latent_statistics()
+        except DivergedModelError:
+            # The run's NonFiniteGuard is about to stop it; its pictures
+            # would say nothing.
+            logging.warning(
+                "Epoch %d: the posterior of the held-out images is not finite; "
+                "no image summaries written.",
+                step + 1,
+            )
+            return
         images = self.summary_images(stats)
         descriptions = self._descriptions(stats)
         if self._writer is None:

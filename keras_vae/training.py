@@ -351,19 +351,8 @@ def _distributed_evaluate(model, strategy, dataset, steps):
 
 def load_split(config, split, *, shuffle, repeat, drop_remainder=False):
     """The `split` of `config.dataset` as a batched `tf.data.Dataset` and its info."""
-    return data_lib.load(
-        config.dataset,
-        split,
-        batch_size=config.batch_size,
-        image_size=config.image_size,
-        binarize=config.binarize,
-        shuffle=shuffle,
-        seed=config.seed,
-        data_dir=config.data_dir,
-        download=config.download,
-        strict=config.strict_data,
-        repeat=repeat,
-        drop_remainder=drop_remainder,
+    return data_lib.load_for_config(
+        config, split, shuffle=shuffle, repeat=repeat, drop_remainder=drop_remainder
     )
 
 

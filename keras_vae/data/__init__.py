@@ -9,7 +9,15 @@ disentanglement metrics.
 """
 
 from keras_vae.data import shapes
-from keras_vae.data.loading import DATASETS, SPLITS, load
+from keras_vae.data.loading import DATASETS, SPLITS, load, load_for_config
 from keras_vae.data.pipeline import DatasetInfo, DatasetNotFoundError
 
-__all__ = ["DATASETS", "SPLITS", "DatasetInfo", "DatasetNotFoundError", "load", "shapes"]
+__all__ = [
+    "DATASETS",
+    "SPLITS",
+    "DatasetInfo",
+    "DatasetNotFoundError",
+    "load",
+    "load_for_config",
+    "shapes",
+]

@@ -123,3 +123,26 @@ def load(
     if name == "frey_faces":
         return frey.make_dataset(split, data_dir=data_dir, **common)
     return tfds_sources.make_dataset(name, split, data_dir=data_dir, download=download, **common)
+
+
+def load_for_config(config, split, *, shuffle, repeat, drop_remainder=False, with_labels=False):
+    """`load` with the data settings of a `keras_vae.config.Config`.
+
+    The one place where a run's config becomes a pipeline: training,
+    evaluation and figures all read a run's data through it.
+    """
+    return load(
+        config.dataset,
+        split,
+        batch_size=config.batch_size,
+        image_size=config.image_size,
+        binarize=config.binarize,
+        shuffle=shuffle,
+        seed=config.seed,
+        data_dir=config.data_dir,
+        download=config.download,
+        strict=config.strict_data,
+        with_labels=with_labels,
+        repeat=repeat,
+        drop_remainder=drop_remainder,
+    )

@@ -1,0 +1,318 @@
+"""The real `evaluate.py` end to end on tiny trained runs, its errors, the PCA baseline."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_vae import callbacks, figures
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EVALUATE = os.path.join(REPO, "evaluate.py")
+# Quick settings: one batch of 16 test images, K = 8, MIG on 500 points.
+SMALL = ["--iwae_samples=8", "--max_batches=1", "--mig_points=500"]
+# The shapes preset's conv net with narrow layers, 3 training steps.
+TINY = dict(
+    epochs=1, steps_per_epoch=3, validation_steps=1, eval_steps=1, batch_size=16,
+    widths=(8, 8, 16, 16), dense_units=32,
+)  # fmt: skip
+SIDE = 64  # shapes images are 64 x 64 x 1
+PAD = 1  # grids.tile's separator, as the callback uses it
+GAP = callbacks.BLOCK_GAP  # between row blocks (sample temperatures, linear / slerp)
+
+
+def _run(args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
+    return subprocess.run(
+        [sys.executable, EVALUATE, *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+def _grid(rows, cols, side=SIDE):
+    """(height, width) of `rows x cols` cells with PAD between them (grids.tile)."""
+    return rows * side + (rows - 1) * PAD, cols * side + (cols - 1) * PAD
+
+
+def _labelled(grid_hw):
+    """(width, height) of `figures.labelled_grid_figure` around a grid (scale 1 at 64 px)."""
+    m = figures.GRID_MARGINS
+    return grid_hw[1] + m["left"] + m["right"], grid_hw[0] + m["top"] + m["bottom"]
+
+
+def _one_error_line(proc):
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two tiny trained shapes runs: latent_dim 2 (has the manifold) and 3."""
+    from keras_vae import config, training
+
+    root = tmp_path_factory.mktemp("runs")
+    workdirs = {}
+    for latent_dim in (2, 3):
+        workdir = str(root / f"conv-d{latent_dim}")
+        cfg = config.resolve("shapes", latent_dim=latent_dim, **TINY)
+        training.train_and_evaluate(cfg, workdir, verbose=0)
+        workdirs[latent_dim] = workdir
+    return workdirs
+
+
+@pytest.fixture(scope="module")
+def evaluated(runs):
+    """evaluate.py on the latent_dim-2 run (so --compare finds its results.json)."""
+    workdir = runs[2]
+    proc = _run([f"--workdir={workdir}", *SMALL, "--radius=0.25,0.5,1", "--attribute=shape:2"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir, proc
+
+
+def test_results_json(evaluated):
+    workdir, proc = evaluated
+    with open(os.path.join(workdir, "results.json")) as f:
+        results = json.load(f)
+    assert results["num_examples"] == 16  # --max_batches=1 x batch_size 16
+    assert results["iwae_samples"] == 8 and results["latent_dim"] == 2
+    assert results["image_shape"] == [64, 64, 1] and results["dataset"] == "shapes"
+    # Units: bits/dim = nats / (64 * 64 * 1 * ln 2).
+    dims_ln2 = 64 * 64 * 1 * math.log(2)
+    assert results["elbo_bits_per_dim"] == pytest.approx(-results["elbo"] / dims_ln2, rel=1e-12)
+    assert results["iwae_bits_per_dim"] == pytest.approx(results["iwae_nll"] / dims_ln2, rel=1e-12)
+    # ELBO = -(reconstruction + KL); the KL is the sum of its dimensions.
+    assert -results["elbo"] == pytest.approx(results["reconstruction"] + results["kl"], rel=1e-6)
+    assert len(results["kl_per_dim"]) == 2 and min(results["kl_per_dim"]) >= 0
+    assert sum(results["kl_per_dim"]) == pytest.approx(results["kl"], rel=1e-4, abs=1e-5)
+    # ELBO <= L_8 <= log p(x) in expectation (Burda et al. 2015): -ELBO >= IWAE NLL.
+    # Both are Monte Carlo estimates over 16 images (the ELBO with one draw),
+    # so allow noise: for these 3-step models the log-weights of one image have
+    # a standard deviation of ~0.5 nats over draws (measured), so the
+    # single-draw ELBO averaged over 16 images has a standard error of ~0.13
+    # nats; 1 nat is ~8 of them.
+    assert results["iwae_nll"] <= -results["elbo"] + 1.0
+    assert results["iwae_nll"] > 0 and results["elbo"] < 0
+    assert results["active_units"] in (0, 1, 2)
+    assert len(results["latent_variances"]) == 2
+    assert results["active_units"] == sum(v > 0.01 for v in results["latent_variances"])
+    assert 0.0 <= results["mig"] <= 1.0 and results["mig_points"] == 500
+    # The table on stdout shows the same numbers.
+    assert f"{results['elbo']:.3f}" in proc.stdout and "IWAE NLL" in proc.stdout
+
+
+def test_every_figure_with_its_size(evaluated):
+    workdir, _ = evaluated
+    # Expected (width, height) in pixels.
+    expected = {
+        # The callback's grids on the first 64 test images (see test_callbacks):
+        # 32 inputs + 32 reconstructions, 8 per row, alternating rows: 8 x 8 cells.
+        "reconstructions.png": _grid(8, 8)[::-1],  # (519, 519)
+        # 16 samples per temperature (1.0, 0.7), 2 x 8 each, GAP between.
+        "samples.png": (_grid(2, 8)[1], 2 * _grid(2, 8)[0] + GAP),  # (519, 262)
+        # 4 pairs x 10 steps, linear block over slerp block.
+        "interpolation.png": (_grid(4, 10)[1], 2 * _grid(4, 10)[0] + GAP),  # (649, 522)
+        # One row per latent dimension (2), 9 values.
+        "traversal.png": _grid(2, 9)[::-1],  # (584, 129)
+        "traversal_origin.png": _grid(2, 9)[::-1],
+        "manifold.png": _grid(15, 15)[::-1],  # (974, 974)
+        # matplotlib figures: grid + GRID_MARGINS, or figsize * DPI.
+        "manifold_axes.png": _labelled(_grid(15, 15)),  # (1160, 1062)
+        # 3 radii; input, reconstruction and 8 samples per row.
+        "neighbourhood.png": _labelled(_grid(3, 10)),  # (835, 282)
+        # min(4, D=2) directions x 7 steps (-3 .. +3 sd).
+        "principal_directions.png": _labelled(_grid(2, 7)),  # (640, 217)
+        # 2 images without shape 2 + 2 with; input and 5 strengths.
+        "attribute_vector.png": _labelled(_grid(4, 6)),  # (575, 347)
+        "latent_scatter.png": (600, 500),  # SCATTER_FIGSIZE (6, 5) * 100 dpi
+        "kl_per_dim.png": (700, 400),  # KL_FIGSIZE (7, 4) * 100 dpi
+    }
+    assert figures.DPI == 100
+    assert figures.SCATTER_FIGSIZE == (6.0, 5.0) and figures.KL_FIGSIZE == (7.0, 4.0)
+    assert sorted(os.listdir(os.path.join(workdir, "figures"))) == sorted(expected)
+    for name, size in expected.items():
+        with Image.open(os.path.join(workdir, "figures", name)) as image:
+            assert image.format == "PNG"
+            assert image.size == size, (name, image.size, size)
+            pixels = np.asarray(image.convert("L"), dtype=np.float64)
+        # Not blank: at least two grey levels and some contrast (0..255 scale).
+        assert len(np.unique(pixels)) >= 2 and pixels.std() > 5.0, (name, pixels.std())
+
+
+def test_grid_pngs_show_the_test_images(evaluated, runs):
+    """The first input row of reconstructions.png is the first 8 test images, exactly."""
+    from keras_vae import config as config_lib
+
+    workdir, _ = evaluated
+    cfg = config_lib.Config.from_json_file(os.path.join(workdir, "config.json"))
+    images, _ = figures.first_examples(figures.load_split(cfg, "test")[0], 8)  # (8, 64, 64, 1)
+    with Image.open(os.path.join(workdir, "figures", "reconstructions.png")) as image:
+        grid = np.asarray(image)  # (519, 519), mode L
+    for j in range(8):
+        cell = grid[:SIDE, j * (SIDE + PAD) : j * (SIDE + PAD) + SIDE]
+        # Binary shapes images: 0 or 1 -> 0 or 255 exactly.
+        np.testing.assert_array_equal(cell, np.round(images[j, ..., 0] * 255).astype(np.uint8))
+
+
+def test_compare(evaluated, runs, tmp_path):
+    out = tmp_path / "compare"
+    proc = _run(["--compare", runs[2], runs[3], f"--output={out}", "--max_batches=1",
+                 "--pca_images=64"])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out / "compare.json") as f:
+        summary = json.load(f)
+    rows = {row["latent_dim"]: row for row in summary["rows"]}
+    assert sorted(rows) == [2, 3]
+    # The evaluated run is read from its results.json (with the IWAE NLL) ...
+    with open(os.path.join(runs[2], "results.json")) as f:
+        results = json.load(f)
+    assert rows[2]["source"] == "results.json"
+    assert rows[2]["elbo"] == results["elbo"] and rows[2]["iwae_nll"] == results["iwae_nll"]
+    # ... the other computed here: ELBO only, on --max_batches=1 batch of 16.
+    assert rows[3]["source"] == "computed" and rows[3]["iwae_nll"] is None
+    assert rows[3]["num_examples"] == 16 and rows[3]["elbo"] < 0
+    assert rows[3]["elbo_bits_per_dim"] == pytest.approx(
+        -rows[3]["elbo"] / (4096 * math.log(2)), rel=1e-12
+    )
+    # PCA baseline in Bernoulli nats at k = 2 and 3, fitted on 64 train images.
+    pca = summary["pca"]["bernoulli"]
+    assert pca["sizes"] == [2, 3] and pca["components_used"] == [2, 3]
+    assert pca["train_images"] == 64 and pca["test_images"] == 64
+    assert all(0 < v < 4096 * -math.log(figures.BERNOULLI_CLIP) for v in pca["nll"])
+    assert all(v > 0 for v in pca["sse"])
+    # The table: stdout and compare.md, header + rule + one line per run.
+    with open(out / "compare.md") as f:
+        table = [line for line in f.read().splitlines() if line.startswith("|")]
+    assert len(table) == 4 and "conv-d2" in table[2] and "conv-d3" in table[3]
+    assert table[2] in proc.stdout
+    # Blocks of 4 x 4 cells (259 px) with margins, gaps and label strips.
+    block = _grid(4, 4)[0]
+    height = 2 * figures.BLOCK_MARGIN + figures.BLOCK_TITLE + figures.FIGURE_TITLE + block
+
+    def width(n):
+        return 2 * figures.BLOCK_MARGIN + n * block + (n - 1) * figures.BLOCK_GAP_PX
+
+    expected = {
+        "compare_samples.png": (width(2), height),  # (554, 349)
+        "compare_reconstructions.png": (width(3), height),  # inputs + 2 runs: (829, 349)
+        "latent_size.png": (1100, 450),  # LATENT_SIZE_FIGSIZE (11, 4.5) * 100 dpi
+    }
+    for name, size in expected.items():
+        with Image.open(out / name) as image:
+            assert image.size == size, (name, image.size, size)
+            pixels = np.asarray(image.convert("L"), dtype=np.float64)
+        assert len(np.unique(pixels)) >= 2 and pixels.std() > 5.0, name
+
+
+def test_compare_of_different_datasets_exits_2(runs, tmp_path):
+    other = tmp_path / "mnist-run"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"dataset": "mnist", "architecture": "mlp"}))
+    (other / "model.keras").write_bytes(b"")  # never loaded: the datasets are checked first
+    proc = _run(["--compare", runs[2], str(other), f"--output={tmp_path / 'out'}"])
+    assert proc.returncode == 2
+    line = _one_error_line(proc)
+    assert "one dataset" in line and "conv-d2=shapes" in line and "mnist-run=mnist" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_workdir_exits_1(tmp_path):
+    proc = _run([f"--workdir={tmp_path}"])
+    assert proc.returncode == 1
+    line = _one_error_line(proc)
+    assert line.endswith(
+        f"no model.keras in {tmp_path}: train first with python train.py --workdir={tmp_path}"
+    )
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        ([], "--workdir is required"),
+        (["--max_batches=0"], "max_batches"),
+        (["--workdir=x", "stray"], "unexpected arguments"),
+    ],
+)
+def test_usage_errors_exit_2(args, words):
+    proc = _run(args)
+    assert proc.returncode == 2
+    assert words in _one_error_line(proc)
+
+
+@pytest.mark.parametrize(
+    "flag, words",
+    [
+        ("--attribute=label:3", "no label 'label'"),
+        ("--radius=0.5,-1", "--radius must be positive"),
+        ("--neighbourhood_of=73728", "0..73727"),  # the shapes test split has 73,728 images
+    ],
+)
+def test_bad_figure_flags_exit_2_before_evaluating(runs, flag, words):
+    proc = _run([f"--workdir={runs[3]}", *SMALL, flag])
+    assert proc.returncode == 2
+    assert words in _one_error_line(proc)
+    # Checked before the evaluation: nothing was written.
+    assert not os.path.exists(os.path.join(runs[3], "results.json"))
+
+
+def test_parse_attribute():
+    names = ("shape", "scale")
+    assert figures.parse_attribute(None, names) == ("shape", 1)
+    assert figures.parse_attribute("shape:2", names) == ("shape", 2)
+    assert figures.parse_attribute("scale", names) == ("scale", 1)
+    assert figures.parse_attribute(None, ("Bald", "Smiling")) == ("Smiling", 1)
+    assert figures.parse_attribute("Smiling", ()) is None  # no labels: no attribute
+    from keras_vae.config import UsageError
+
+    with pytest.raises(UsageError, match="no label 'label'"):
+        figures.parse_attribute("label:3", names)
+    with pytest.raises(UsageError, match="must be an integer"):
+        figures.parse_attribute("shape:heart", names)
+
+
+@pytest.mark.parametrize("num_train", [40, 400])  # N < P (Gram) and N > P (covariance)
+def test_pca_baseline_is_exact_in_a_subspace(num_train):
+    # Images that lie exactly in a 3-D affine subspace of R^P:
+    # x = 0.5 + 0.1 * c @ B with orthonormal B (3, P) and |c| <= 1, so every
+    # pixel is within 0.5 +- 0.1 * sqrt(3) (inside (0, 1), no Bernoulli clipping).
+    rng = np.random.default_rng(0)
+    side, k = 10, 3
+    pixels = side * side
+    basis = np.linalg.qr(rng.standard_normal((pixels, k)))[0].T  # (k, P), orthonormal rows
+
+    def images(n):
+        codes = rng.uniform(-1.0, 1.0, (n, k))
+        return (0.5 + 0.1 * codes @ basis).reshape(n, side, side, 1)
+
+    train, test = images(num_train), images(50)
+    sigma = 0.1
+    out = figures.pca_baseline(train, test, [1, 2, 3, 5], "gaussian", gaussian_sigma=sigma)
+    assert out["components_used"] == [1, 2, 3, 5]
+    # Exact at k = 3 (and beyond): squared error ~ 0, and the Gaussian NLL is its
+    # normaliser alone, P * (log(2 pi) / 2 + log sigma) per image.
+    assert out["sse"][2] < 1e-20 and out["sse"][3] < 1e-20
+    golden = pixels * (0.5 * math.log(2 * math.pi) + math.log(sigma))  # = -138.365 nats
+    assert out["nll"][2] == pytest.approx(golden, abs=1e-6)
+    # Fewer components than the subspace: a real error, shrinking with k.
+    assert out["sse"][0] > out["sse"][1] > 1e-3
+    # Bernoulli: an exact reconstruction leaves the entropy of the grey levels,
+    # -sum x log x + (1 - x) log(1 - x) per image.
+    bern = figures.pca_baseline(train, test, [3], "bernoulli")
+    x = test.reshape(50, -1)
+    entropy = -np.sum(x * np.log(x) + (1 - x) * np.log1p(-x), axis=1).mean()
+    assert bern["nll"][0] == pytest.approx(entropy, rel=1e-6)
+    # gaussian_learned: the fitted sigma of an exact fit hits the floor
+    # (mean squared residual 1e-12 -> log sigma = log(1e-6)).
+    learned = figures.pca_baseline(train, test, [3], "gaussian_learned")
+    assert learned["log_scale"][0] == pytest.approx(0.5 * math.log(1e-12))
+    # discretized_logistic: an exact fit wants the sharpest logistic, the
+    # smallest log-scale the likelihood allows (the first of the search grid).
+    logistic = figures.pca_baseline(train, test, [3], "discretized_logistic")
+    assert logistic["log_scale"][0] == pytest.approx(-7.0 - math.log(2.0))
+    assert math.isfinite(logistic["nll"][0])
