@@ -50,7 +50,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 
 import keras
 import numpy as np
@@ -58,6 +57,7 @@ from absl import logging
 
 from keras_vae import callbacks, evaluation, grids, likelihoods
 from keras_vae import data as data_lib
+from keras_vae import files as files_lib
 from keras_vae.config import Config, UsageError, UserError
 
 DPI = 100
@@ -101,36 +101,11 @@ COMPARE_COLUMNS = 4
 BERNOULLI_CLIP = 1e-3
 # Discretized logistic: the one log-scale of the PCA model is chosen on this
 # grid, from the minimum the likelihood allows (PixelCNN++) to e^0 = 1.
-_LOG_SCALE_GRID = np.linspace(-7.0 - math.log(2.0), 0.0, 50)
+_LOG_SCALE_GRID = np.linspace(likelihoods.MIN_LOG_SCALE, 0.0, 50)
 
 
 # ---------------------------------------------------------------------------
 # Files and runs.
-
-
-def _atomic_write(path, write):
-    """Calls `write(tmp_path)` then renames the file to `path` (same folder)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _write_text(path, text):
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    _atomic_write(path, write)
 
 
 def _makedirs(path):
@@ -364,7 +339,7 @@ def _figure(width_px, height_px):
 
 
 def _save(fig, path):
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))
+    files_lib.atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))
 
 
 def _rgb(image, scale=1):
@@ -382,7 +357,7 @@ def save_grid_png(path, grid):
 
     pixels = grids.to_uint8(grid)
     pixels = pixels[..., 0] if pixels.shape[-1] == 1 else pixels
-    _atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
+    files_lib.atomic_save(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
 
 
 def _cell_centres(count, size, pad, scale):
@@ -1253,7 +1228,9 @@ def compare_runs(workdirs, output, *, max_batches=None, pca_images=2000, seed=0,
     }
     files["compare_md"] = os.path.join(output, "compare.md")
     files["compare_json"] = os.path.join(output, "compare.json")
-    _write_text(files["compare_md"], f"# Comparison on {configs[0].dataset}\n\n{table}\n")
+    files_lib.atomic_write_text(
+        files["compare_md"], f"# Comparison on {configs[0].dataset}\n\n{table}\n"
+    )
     evaluation.write_results(files["compare_json"], summary)
     summary["table"] = table
     return summary
