@@ -353,7 +353,8 @@ class VAE(keras.Model):
         # the saved optimizer is already the LossScaleOptimizer.
         config = keras.saving.deserialize_keras_object(config)
         self.compile(**config)
-        if self.built:
+        if self.built and not self.optimizer.built:
+            # LossScaleOptimizer.build adds its variables again on every call.
             self.optimizer.build(self.trainable_variables)
 
     def train_step(self, data):

@@ -122,7 +122,8 @@ def restore_backup(model, backup_dir):
     try:
         with open(state_path) as f:
             state = json.load(f)
-        model.optimizer.build(model.trainable_variables)
+        if not model.optimizer.built:  # LossScaleOptimizer.build is not idempotent
+            model.optimizer.build(model.trainable_variables)
         model.load_weights(os.path.join(backup_dir, _WEIGHTS))
         model.set_rng_state(state["rng"])
     except Exception as e:  # a damaged or foreign backup: say so, keep it
@@ -537,7 +538,8 @@ def train_and_evaluate(config: Config, workdir: str, verbose="auto", restart=Fal
     backup_dir = os.path.join(workdir, BACKUP_DIR)
     with strategy.scope():
         model = build_model(config, image_shape, steps_per_epoch, runtime.jit_compile)
-        model.optimizer.build(model.trainable_variables)
+        if not model.optimizer.built:  # LossScaleOptimizer.build is not idempotent
+            model.optimizer.build(model.trainable_variables)
         # Every worker restores the chief's backup (shared storage).
         start_step = restore_backup(model, backup_dir) if resuming else None
     history_path = os.path.join(workdir, "history.json")
