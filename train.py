@@ -30,6 +30,8 @@ flags.DEFINE_boolean("strict_data", None, "Stop on a corrupt image file instead 
 flags.DEFINE_string("model", None, "Architecture: mlp (fully connected) or conv.")
 flags.DEFINE_integer("latent_dim", None, "Size of the latent code z.")
 flags.DEFINE_list("widths", None, "Layer widths, e.g. 32,64,128 (conv) or 512,256 (mlp).")
+flags.DEFINE_integer("dense_units", None, "conv: width of the dense layer next to z.")
+flags.DEFINE_boolean("per_channel_scale", None, "gaussian_learned: one sigma per channel.")
 flags.DEFINE_string("likelihood", None, "bernoulli, gaussian, gaussian_learned or "
                     "discretized_logistic.")
 flags.DEFINE_float("gaussian_sigma", None, "Fixed sigma of the gaussian likelihood.")
@@ -38,6 +40,7 @@ flags.DEFINE_float("beta", None, "KL weight: 1 is the ELBO, > 1 a beta-VAE.")
 flags.DEFINE_string("beta_schedule", None, "constant, linear (warm-up) or cyclical.")
 flags.DEFINE_integer("warmup_steps", None, "Linear schedule: steps to reach --beta.")
 flags.DEFINE_integer("beta_cycles", None, "Cyclical schedule: cycles over the run.")
+flags.DEFINE_float("cycle_ratio", None, "Cyclical schedule: fraction of a cycle spent rising.")
 flags.DEFINE_float("free_bits", None, "Free nats per latent dimension (0 = off).")
 flags.DEFINE_integer("epochs", None, "Training epochs.")
 flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass).")
@@ -65,7 +68,8 @@ flags.DEFINE_integer("image_every", None, "Write TensorBoard image grids every N
 # Flag name -> Config field, where they differ.
 _RENAMED = {"model": "architecture"}
 _CONFIG_FLAGS = (
-    "data_dir", "download", "strict_data", "model", "latent_dim", "widths", "likelihood",
+    "data_dir", "download", "strict_data", "model", "latent_dim", "widths", "dense_units",
+    "per_channel_scale", "cycle_ratio", "likelihood",
     "gaussian_sigma", "binarize", "beta", "beta_schedule", "warmup_steps", "beta_cycles",
     "free_bits", "epochs", "steps_per_epoch", "validation_steps", "eval_steps", "batch_size",
     "learning_rate", "image_size", "seed", "image_every", "deterministic", "backup_every_steps",

@@ -19,6 +19,7 @@ TINY = [
     "--batch_size=32",
     "--latent_dim=4",
     "--widths=8,8,16,16",
+    "--dense_units=32",
 ]
 
 # Runs train.py as __main__ inside tfds.testing.mock_data, so the real tfds
@@ -58,6 +59,7 @@ def _check_run(workdir, proc, dataset, image_shape):
     assert config["dataset"] == dataset
     assert config["epochs"] == 2 and config["steps_per_epoch"] == 15
     assert config["widths"] == [8, 8, 16, 16] and config["latent_dim"] == 4
+    assert config["dense_units"] == 32
 
     with open(os.path.join(workdir, "history.json")) as f:
         history = json.load(f)
