@@ -294,16 +294,10 @@ def _distributed_fit(
     """`fit` for MultiWorkerMirroredStrategy: `strategy.run(model.train_step)`
     in a `tf.function`, driving the same callbacks (UPSTREAM_NOTES)."""
 
-    def reduce(outputs):
-        return {k: strategy.reduce("MEAN", v, axis=None) for k, v in outputs.items()}
-
     @tf.function
     def train_fn(iterator):
-        return reduce(strategy.run(model.train_step, args=(next(iterator),)))
-
-    @tf.function
-    def test_fn(batch):
-        return reduce(strategy.run(model.test_step, args=(batch,)))
+        outputs = strategy.run(model.train_step, args=(next(iterator),))
+        return {k: strategy.reduce("MEAN", v, axis=None) for k, v in outputs.items()}
 
     callback_list = keras.callbacks.CallbackList(
         callbacks,
@@ -326,11 +320,8 @@ def _distributed_fit(
             callback_list.on_train_batch_end(step, logs)
             if model.stop_training:
                 break
-        model.reset_metrics()
-        val_logs = {}
-        for batch in strategy.experimental_distribute_dataset(val_ds.take(validation_steps)):
-            val_logs = test_fn(batch)
-        logs.update({f"val_{k}": float(v) for k, v in val_logs.items()})
+        val_logs = _distributed_evaluate(model, strategy, val_ds, validation_steps)
+        logs.update({f"val_{k}": v for k, v in val_logs.items()})
         callback_list.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
@@ -338,6 +329,9 @@ def _distributed_fit(
 
 
 def _distributed_evaluate(model, strategy, dataset, steps):
+    """`evaluate` for MultiWorkerMirroredStrategy: `model.test_step` over
+    `steps` batches of `dataset`; returns the metrics as floats."""
+
     @tf.function
     def test_fn(batch):
         outputs = strategy.run(model.test_step, args=(batch,))
