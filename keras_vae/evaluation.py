@@ -17,7 +17,6 @@ helpers work on NumPy arrays, the way disentanglement_lib computes them.
 
 from __future__ import annotations
 
-import json
 import math
 
 import keras
@@ -622,23 +621,10 @@ def evaluate_model(
 # Output.
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    return value
-
-
 def write_results(path, results):
-    """Writes `results` as indented JSON to `path`, atomically (temp file + rename)."""
-    files.atomic_write_text(path, json.dumps(_jsonable(results), indent=2, sort_keys=True) + "\n")
+    """Writes `results` as strict, indented JSON to `path`, atomically (temp file +
+    rename); a non-finite value is written as null."""
+    files.write_json(path, results, sort_keys=True)
 
 
 _ROWS = (

@@ -1,7 +1,7 @@
 """Atomic writes: a crash mid-write leaves the previous good file or folder.
 
 Everything a run saves (config.json, model.keras, history.json,
-results.json, backups, the SavedModel export) goes through these three
+results.json, backups, the SavedModel export) goes through these
 functions: write under a temporary name in the same folder, then rename,
 which is atomic on POSIX (and on Windows for files) when both names are on
 one file system.
@@ -9,9 +9,13 @@ one file system.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 import tempfile
+
+import numpy as np
 
 
 def _umask_mode(base):
@@ -53,6 +57,30 @@ def atomic_write_text(path, text):
             os.fsync(f.fileno())
 
     atomic_save(path, write, suffix=os.path.basename(path))
+
+
+def jsonable(value):
+    """`value` with NumPy scalars and arrays as Python numbers and lists, and
+    every non-finite float (NaN, Inf) as None: strict JSON has no NaN."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def write_json(path, value, indent=2, sort_keys=False):
+    """Writes `value` as strict JSON (see `jsonable`) to `path`, atomically."""
+    text = json.dumps(jsonable(value), indent=indent, sort_keys=sort_keys, allow_nan=False)
+    atomic_write_text(path, text + "\n")
 
 
 def replace_dir(path, build):
@@ -104,3 +132,21 @@ def recover_dir(path):
             os.rename(full, path)
         else:
             shutil.rmtree(full, ignore_errors=True)
+
+
+def recover_all(folder):
+    """`recover_dir` for every name in `folder`, and removes the temporary
+    files of interrupted `atomic_save`s (`.tmp-*`): run once at a start."""
+    if not os.path.isdir(folder):
+        return
+    names = set()
+    for entry in os.listdir(folder):
+        full = os.path.join(folder, entry)
+        if entry.startswith(".tmp-") and os.path.isfile(full):
+            os.remove(full)
+        else:
+            for mark in (".old-", ".tmp-"):
+                if mark in entry[1:]:
+                    names.add(entry[: entry.index(mark, 1)])
+    for name in sorted(names):
+        recover_dir(os.path.join(folder, name))
