@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 import os
 
 
@@ -30,6 +31,17 @@ class UsageError(UserError):
 
 class DataError(UserError):
     """Data that is missing, empty or unreadable."""
+
+
+class Interrupted(UserError):
+    """Stopped by a signal (SIGTERM, Ctrl-C) after saving what resumes the run.
+
+    Exit code 128 + the signal's number, as a shell reports a killed process.
+    """
+
+    def __init__(self, message, signum):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
 
 
 ARCHITECTURES = ("mlp", "conv")
@@ -124,11 +136,13 @@ class Config:
 
 
 # Fields that may differ between a run's config.json and the flags that
-# resume it: they change how a run is watched or saved, not what it computes.
+# resume it: they change how a run is watched, saved or run, not the model
+# and data it trains. The learning rate is one: lowering it is the way to
+# continue a run that diverged (the change is logged and config.json updated).
 OPERATIONAL_FIELDS = frozenset({
     "data_dir", "download", "strict_data", "validation_steps", "eval_steps", "image_every",
     "backup_every_steps", "max_consecutive_skips", "export", "mixed_precision", "jit_compile",
-    "distribution",
+    "distribution", "learning_rate",
 })
 MIXED_PRECISION = ("auto", "float16", "bfloat16", "none")
 JIT_COMPILE = ("auto", "true", "false")
@@ -166,8 +180,17 @@ def _positive_int(name, value, allow_none=False):
         raise UsageError(f"--{name} must be a positive integer. Received: {name}={value!r}.")
 
 
+def _float_fields():
+    return [f.name for f in dataclasses.fields(Config) if f.type in ("float", float)]
+
+
 def validate(config):
     """Checks a resolved config; raises UsageError naming the flag and the fix."""
+    for name in _float_fields():
+        value = getattr(config, name)
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (numeric and math.isfinite(value)):
+            raise UsageError(f"--{name} must be a finite number. Received: {name}={value!r}.")
     if config.preset_name not in PRESETS:
         raise UsageError(
             f"Unknown dataset {config.dataset!r}. Use one of {', '.join(DATASETS)}, "
