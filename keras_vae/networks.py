@@ -207,3 +207,74 @@ def build_decoder(
             params
         )
     return keras.Model(z, params, name=name)
+
+
+def estimate_size(
+    image_shape,
+    latent_dim,
+    architecture="conv",
+    likelihood="bernoulli",
+    widths=None,
+    dense_units=DEFAULT_DENSE_UNITS,
+    per_channel_scale=False,
+):
+    """Parameters and activations of `build_encoder` + `build_decoder`, by arithmetic.
+
+    Lets a run refuse a model that would not fit in memory before building
+    it (building allocates every weight). Mirrors the builders above layer
+    by layer; a test checks `parameters` against `count_params()`.
+
+    Returns:
+        `(parameters, activations)`: the exact number of weights of both
+        networks, and the number of values the layers output for one
+        example (forward pass; a backward pass keeps about as many again).
+    """
+    image_shape = _check_image_shape(image_shape)
+    _check_common(architecture, latent_dim)
+    widths = _widths(architecture, image_shape, widths)
+    lik = likelihoods_lib.get(likelihood) if isinstance(likelihood, str) else likelihood
+    height, width, channels = image_shape
+    learned_scale = lik.name == "gaussian_learned"
+    out_channels = channels * (1 if learned_scale else lik.num_params)
+    params = activations = 0
+
+    def dense(fan_in, units):
+        nonlocal params, activations
+        params += fan_in * units + units
+        activations += units
+        return units
+
+    # Encoder.
+    if architecture == "mlp":
+        features = height * width * channels
+        for units in widths:
+            features = dense(features, units)
+    else:
+        h, w, c = height, width, channels
+        for filters in widths:
+            h, w = math.ceil(h / 2), math.ceil(w / 2)
+            params += 16 * c * filters + filters  # 4x4 kernels
+            activations += h * w * filters
+            c = filters
+        features = dense(h * w * c, dense_units)
+    dense(features, latent_dim)  # mean
+    dense(features, latent_dim)  # log_var
+    # Decoder.
+    if architecture == "mlp":
+        features = latent_dim
+        for units in reversed(widths):
+            features = dense(features, units)
+        dense(features, height * width * out_channels)
+    else:
+        scale = 2 ** len(widths)
+        h, w = math.ceil(height / scale), math.ceil(width / scale)
+        c = widths[-1]
+        dense(dense(latent_dim, dense_units), h * w * c)
+        for filters in [*reversed(widths[:-1]), out_channels]:
+            h, w = 2 * h, 2 * w
+            params += 16 * c * filters + filters
+            activations += h * w * filters
+            c = filters
+    if learned_scale:
+        params += channels if per_channel_scale else 1
+    return params, activations
