@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app, flags, logging
@@ -30,11 +31,22 @@ def guarded(main):
     def run(argv):
         try:
             code = main(argv)
+        except KeyboardInterrupt:  # Ctrl-C outside the parts that save on it
+            print("error: interrupted (Ctrl-C); nothing was left half-written.", file=sys.stderr)
+            code = 130
         except UserError as e:
             if logging.get_verbosity() >= logging.DEBUG:
                 raise
+            if sys.stdout.isatty():  # end a progress bar's line first
+                print(file=sys.stdout, flush=True)
             print(f"error: {e}", file=sys.stderr)
             code = e.exit_code
+            if getattr(e, "hard_exit", False):
+                # The process state is broken (e.g. HDF5 after a failed
+                # write) and would crash at shutdown: leave at once.
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
         sys.exit(code or 0)
 
     return run

@@ -13,6 +13,7 @@ optionally, free bits per latent dimension (Kingma et al. 2016).
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -437,6 +438,23 @@ class VAE(keras.Model):
             terms = self.compute_terms(images, training=False)
             total = total + terms["log_px"] - ops.sum(terms["kl_per_dim"], axis=-1)
         return total / num_samples
+
+    def nonfinite_variables(self):
+        """Names of the model's and its optimizer's variables holding a NaN or Inf.
+
+        Empty for a healthy model. Nothing that holds a non-finite value is
+        ever saved (training checks before every save, export before export).
+        """
+        variables = list(self.variables)
+        optimizer = getattr(self, "optimizer", None)  # unset before `compile`
+        if optimizer is not None and optimizer.built:
+            variables += list(optimizer.variables)
+        bad = []
+        for variable in variables:
+            value = ops.convert_to_numpy(variable.value)
+            if value.dtype.kind in "fc" and not np.isfinite(value).all():
+                bad.append(variable.path)
+        return bad
 
     # -- random state (for exact resume) ------------------------------------
 

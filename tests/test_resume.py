@@ -58,8 +58,25 @@ def _weights(workdir):
     return [np.asarray(w) for w in model.weights + model.optimizer.variables]
 
 
+@pytest.fixture(scope="module")
+def straight_weights(tmp_path_factory):
+    """Weights and optimizer state of an uninterrupted TINY run."""
+    straight = str(tmp_path_factory.mktemp("straight") / "run")
+    clean = _run(_cmd(straight))
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    return _weights(straight)
+
+
+def _backup_step(workdir):
+    try:
+        with open(os.path.join(workdir, "backup", "state.json")) as f:
+            return json.load(f)["step"]
+    except (OSError, ValueError):
+        return None
+
+
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, straight_weights):
     killed = str(tmp_path / "killed")
     state = os.path.join(killed, "backup", "state.json")
     proc = subprocess.Popen(
@@ -98,10 +115,47 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
 
     # With --deterministic, the weights and the optimizer state equal those of
     # an uninterrupted run.
-    straight = str(tmp_path / "straight")
-    clean = _run(_cmd(straight))
-    assert clean.returncode == 0, clean.stderr[-3000:]
-    for a, b in zip(_weights(killed), _weights(straight), strict=True):
+    for a, b in zip(_weights(killed), straight_weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_ctrl_c_back_up_then_stop_with_one_line(tmp_path, straight_weights, signum):
+    workdir = str(tmp_path / "run")
+    proc = subprocess.Popen(
+        _cmd(workdir), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )
+    # The signal (how schedulers and preemptible machines stop a job, or
+    # Ctrl-C) once training is under way: after the first backup.
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and _backup_step(workdir) is None:
+        time.sleep(0.01)
+    seen = _backup_step(workdir)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert seen is not None, "the run ended before its first backup"
+    # 128 + the signal's number, as a shell reports it: 143 and 130.
+    assert proc.returncode == 128 + signum, stderr[-3000:]
+    lines = stderr.strip().splitlines()
+    assert "Traceback" not in stderr
+    saved = _backup_step(workdir)
+    # Saved at the step it stopped after, later than the backup it had.
+    assert saved is not None and seen < saved < 80
+    assert lines[-1] == (
+        f"error: Stopped by {signal.Signals(signum).name}; the run up to step {saved} is "
+        f"saved in {workdir}: rerun the same command to resume."
+    )
+    assert not os.path.exists(os.path.join(workdir, training.SUMMARY_FILE))
+
+    resumed = _run(_cmd(workdir))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    with open(os.path.join(workdir, training.SUMMARY_FILE)) as f:
+        summary = json.load(f)
+    assert summary["resumed_from_step"] == saved and summary["steps"] == 80
+    # Nothing lost, nothing repeated: the same weights as a run never stopped.
+    for a, b in zip(_weights(workdir), straight_weights, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -237,16 +291,18 @@ def test_nan_update_leaves_weights_unchanged():
 
 
 def test_consecutive_non_finite_steps_stop_the_run_with_a_cause(tmp_path, monkeypatch):
-    # A learning rate so large that the weights overflow within a few steps.
+    # A learning rate so large that the losses overflow within a few steps
+    # (the weights themselves stay finite: the skips guard stops the run).
     config = _tiny_config(learning_rate=1e30, max_consecutive_skips=3, epochs=3)
     with pytest.raises(UserError) as info:
         training.train_and_evaluate(config, str(tmp_path), verbose=0)
     message = str(info.value)
-    assert "non-finite" in message and "--learning_rate=" in message
-    assert "float16" in message and "model.keras" in message
-    # The last good checkpoint is kept: loadable, with finite weights.
-    model = keras.models.load_model(os.path.join(tmp_path, "backup", "..", "model.keras"))
-    assert all(np.all(np.isfinite(np.asarray(w))) for w in model.weights)
+    assert "3 steps in a row had a non-finite loss" in message
+    assert "--learning_rate=0.001" in message and "float16" in message
+    # The run stopped at step 4, epoch 1's last, before its end-of-epoch
+    # saves: weights whose losses are infinite are not kept.
+    assert not os.path.exists(os.path.join(tmp_path, "model.keras"))
+    assert not os.path.exists(os.path.join(tmp_path, "backup"))
     assert not os.path.exists(os.path.join(tmp_path, training.SUMMARY_FILE))
 
 
