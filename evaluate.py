@@ -94,7 +94,12 @@ def _evaluate_one(workdir):
     from keras_vae import evaluation, figures, training
 
     config, model = figures.load_run(workdir)
+    # A folder we cannot write to fails now, not after a long evaluation.
+    figures.check_writable(workdir)
+    if FLAGS.figures:
+        figures.check_writable(os.path.join(workdir, "figures"))
     test_ds, info = training.load_split(config, "test", shuffle=False, repeat=False)
+    figures.check_image_shape(workdir, model, info.image_shape)
     if FLAGS.figures:  # bad figure flags fail now, not after a long evaluation
         attribute = figures.parse_attribute(FLAGS.attribute, info.label_names)
         radii = figures.parse_radii(FLAGS.radius)

@@ -39,11 +39,18 @@ of being silently reinterpreted.
 Everything is deterministic: encode returns the posterior mean and log-variance,
 decode the mean of p(x|z), reconstruct decode(mean). `sample` uses stateless
 random ops seeded with [seed, 0], so a seed always gives the same images.
+An empty batch (or `count=0`) gives an empty batch of the same trailing shape.
+
+A model with a NaN or Inf weight (a diverged run) is never exported.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging as std_logging
 import os
+import zipfile
+import zlib
 
 import keras
 import tensorflow as tf
@@ -96,6 +103,25 @@ def _checked_images(images, image_shape, endpoint):
     return tf.cast(images, tf.float32)
 
 
+def _unless_empty(fn, x, outputs):
+    """`fn(x)`, or for an empty batch zeros of shape `(0, *shape)` per output.
+
+    oneDNN's fused convolutions reject a batch of 0 ("input depth must be
+    evenly divisible by filter depth: 1 vs 8"); a serving client that sends
+    an empty request should get an empty answer.
+
+    Args:
+        fn: `x -> {name: float32 tensor}`.
+        x: the (checked) input, batch first.
+        outputs: `{name: trailing shape}`, the keys of `fn`'s result.
+    """
+
+    def empty():
+        return {name: tf.zeros((0, *shape), tf.float32) for name, shape in outputs.items()}
+
+    return tf.cond(tf.shape(x)[0] > 0, lambda: fn(x), empty)
+
+
 def _signature_fns(model):
     """The endpoint functions and their input signatures, by name."""
     image_shape = tuple(int(d) for d in model.image_shape)
@@ -104,25 +130,31 @@ def _signature_fns(model):
     def images_spec(dtype):
         return [tf.TensorSpec((None, *image_shape), dtype, name="images")]
 
+    def encoded(x):
+        mean, log_var = model.encode(x)
+        return {"mean": tf.cast(mean, tf.float32), "log_var": tf.cast(log_var, tf.float32)}
+
+    def decoded(z):
+        return {"images": tf.cast(model.decode(z), tf.float32)}
+
+    codes = {"mean": (latent_dim,), "log_var": (latent_dim,)}
+    pictures = {"images": image_shape}
+
     def make_encode(endpoint):
         def encode(images):
-            x = _checked_images(images, image_shape, endpoint)
-            mean, log_var = model.encode(x)
-            return {"mean": tf.cast(mean, tf.float32), "log_var": tf.cast(log_var, tf.float32)}
+            return _unless_empty(encoded, _checked_images(images, image_shape, endpoint), codes)
 
         return encode
 
     def make_reconstruct(endpoint):
         def reconstruct(images):
             x = _checked_images(images, image_shape, endpoint)
-            mean, _ = model.encode(x)
-            return {"images": tf.cast(model.decode(mean), tf.float32)}
+            return _unless_empty(lambda x: decoded(model.encode(x)[0]), x, pictures)
 
         return reconstruct
 
     def decode(z):
-        z = _check_shape(z, (latent_dim,), "z", "decode")
-        return {"images": tf.cast(model.decode(z), tf.float32)}
+        return _unless_empty(decoded, _check_shape(z, (latent_dim,), "z", "decode"), pictures)
 
     def sample(count, temperature, seed):
         check = tf.debugging.Assert(
@@ -132,7 +164,7 @@ def _signature_fns(model):
             shape = tf.stack([count, latent_dim])
         # Stateless: the same (seed, count, temperature) gives the same images.
         z = tf.random.stateless_normal(shape, seed=tf.stack([seed, tf.zeros_like(seed)]))
-        return {"images": tf.cast(model.decode(z * temperature), tf.float32)}
+        return _unless_empty(decoded, z * temperature, pictures)
 
     return {
         "reconstruct": (make_reconstruct("reconstruct"), images_spec(tf.float32)),
@@ -166,6 +198,104 @@ def build_export_archive(model):
     return archive
 
 
+def check_finite(model, what, fix):
+    """Raises a UserError `"{what} not finite (...): {fix}"` if a weight is NaN/Inf.
+
+    Args:
+        model: a `VAE`.
+        what: the start of the message, naming the file or the export.
+        fix: what to do about it.
+    """
+    bad = model.nonfinite_variables()
+    if bad:
+        raise UserError(
+            f"{what} not finite (NaN or Inf in {len(bad)} variable(s), e.g. {bad[0]}): {fix}"
+        )
+
+
+def retrain_hint(workdir, lower_learning_rate=False):
+    """How to get a good model.keras back into `workdir`: resume or retrain."""
+    lower = " with a lower --learning_rate" if lower_learning_rate else ""
+    flag = " --learning_rate=LOWER" if lower_learning_rate else ""
+    backup = os.path.join(workdir, "backup")  # training's BACKUP_DIR (training imports us)
+    resume = (
+        f"rerun its training command{lower} to resume from {backup}, or "
+        if os.path.isdir(backup)
+        else ""
+    )
+    return (
+        f"{resume}retrain it: python train.py --workdir={workdir} --restart{flag} "
+        f"with the {'other ' if flag else ''}flags of its config.json."
+    )
+
+
+def _damaged(path):
+    """True if `path` is not a complete zip archive (what a .keras file is)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is not None  # the first member with a bad CRC
+    except (zipfile.BadZipFile, EOFError, zlib.error):
+        return True
+
+
+def load_model(path):
+    """The `VAE` saved at `path` (a `.keras` file), checked to be usable.
+
+    Raises:
+        UserError: a truncated, corrupt or foreign file, or non-finite weights;
+            the message names `path` and the fix.
+    """
+    # Registers the package's serializable classes (VAE, Sampling, ...).
+    from keras_vae.model import VAE
+
+    workdir = os.path.dirname(path) or "."
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as e:
+        # Keras reports a damaged zip as "File not found": say what it is.
+        if _damaged(path):
+            raise UserError(
+                f"{path} is corrupt or truncated (not a complete .keras zip archive), e.g. "
+                f"cut short by a full disk or an interrupted copy: {retrain_hint(workdir)}"
+            ) from e
+        raise UserError(
+            f"Cannot load {path} ({type(e).__name__}: {e}); {retrain_hint(workdir)}"
+        ) from e
+    if not isinstance(model, VAE):
+        raise UserError(
+            f"{path} holds a {type(model).__name__}, not a keras_vae VAE: point --workdir "
+            "at a folder written by train.py."
+        )
+    check_finite(
+        model,
+        f"The weights in {path} are",
+        f"the run diverged; {retrain_hint(workdir, lower_learning_rate=True)}",
+    )
+    return model
+
+
+@contextlib.contextmanager
+def _quiet_saving():
+    """Holds absl and TensorFlow's Python logger at WARNING, unless --verbosity
+    asks for debug lines.
+
+    Saving a SavedModel logs INFO lines ("INFO:tensorflow:Assets written to:
+    .../export.tmp-XXXX/assets", "Writing fingerprint to ...", renamed
+    signature inputs) that name the temporary folder `replace_dir` renames a
+    moment later: noise to a user, twice over (TensorFlow's handler and absl's).
+    """
+    verbosity, tf_logger = logging.get_verbosity(), tf.get_logger()
+    tf_level = tf_logger.level
+    if verbosity < logging.DEBUG:
+        logging.set_verbosity(min(verbosity, logging.WARNING))
+        tf_logger.setLevel(max(tf_level, std_logging.WARNING))
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        tf_logger.setLevel(tf_level)
+
+
 def export_saved_model(model, export_dir):
     """Exports `model` as a SavedModel to `export_dir`, atomically.
 
@@ -174,20 +304,29 @@ def export_saved_model(model, export_dir):
     it was (and no temporary folder).
 
     Args:
-        model: a `VAE` (anything with `encode`, `decode`, `image_shape`,
-            `latent_dim`).
+        model: a `VAE`.
         export_dir: the SavedModel folder to create or replace.
 
     Returns:
         `export_dir`.
+
+    Raises:
+        UserError: `export_dir` is a file, or a weight of `model` is NaN or
+            Inf (nothing is written then).
     """
     export_dir = os.path.abspath(export_dir)
+    check_finite(
+        model,
+        f"Cannot export to {export_dir}: the model's weights are",
+        "a diverged model; retrain it with a lower --learning_rate.",
+    )
     parent = os.path.dirname(export_dir)
     os.makedirs(parent, exist_ok=True)
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
         raise UserError(f"Cannot export to {export_dir}: it is a file; remove it or pick a folder.")
-    archive = build_export_archive(model)
-    files.replace_dir(export_dir, lambda tmp: archive.write_out(tmp, verbose=False))
+    with _quiet_saving():
+        archive = build_export_archive(model)
+        files.replace_dir(export_dir, lambda tmp: archive.write_out(tmp, verbose=False))
     logging.info("Exported the SavedModel (%s) to %s.", ", ".join(SIGNATURES), export_dir)
     return export_dir
 
@@ -196,7 +335,8 @@ def export_workdir(workdir):
     """Loads `workdir/model.keras` and exports it to `workdir/export`.
 
     Raises:
-        UserError: no model in `workdir`, or one that cannot be loaded.
+        UserError: no model in `workdir`, or one that cannot be loaded or
+            exported (see `load_model`).
     """
     model_path = os.path.join(workdir, "model.keras")
     if not os.path.isfile(model_path):
@@ -204,15 +344,7 @@ def export_workdir(workdir):
             f"No model at {model_path}: train one first with "
             f"`python train.py --workdir={workdir}`, or point --workdir at a run folder."
         )
-    # Registers the package's serializable classes (VAE, Sampling, ...).
-    from keras_vae import model as _model  # noqa: F401
-    from keras_vae import networks as _networks  # noqa: F401
-
-    try:
-        model = keras.saving.load_model(model_path, compile=False)
-    except Exception as e:  # a corrupt or foreign file: say which
-        raise UserError(f"Cannot load {model_path} ({type(e).__name__}: {e}).") from e
-    return export_saved_model(model, os.path.join(workdir, "export"))
+    return export_saved_model(load_model(model_path), os.path.join(workdir, "export"))
 
 
 def _main(argv):

@@ -50,6 +50,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 
 import keras
 import numpy as np
@@ -57,6 +58,7 @@ from absl import logging
 
 from keras_vae import callbacks, evaluation, grids, likelihoods
 from keras_vae import data as data_lib
+from keras_vae import export as export_lib
 from keras_vae import files as files_lib
 from keras_vae.config import Config, UsageError, UserError
 
@@ -142,21 +144,134 @@ def read_config(workdir):
         raise UserError(f"{path} does not match this keras_vae: {e}") from e
 
 
+def check_writable(folder, fix="or copy the run to a folder you can write to"):
+    """Raises a UserError unless a file can be created in `folder` (if it exists).
+
+    Tries for real: `os.access` answers yes to root on a read-only mount.
+    Called before a long evaluation, so that it does not end in a write error.
+
+    Args:
+        folder: the folder to write into.
+        fix: the end of the message, after "make it writable (...), ".
+    """
+    if not os.path.exists(folder):
+        return
+    if not os.path.isdir(folder):
+        raise UserError(f"Cannot write into {folder}: it is a file; remove it or move it away.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(
+            f"Cannot write to {folder} ({e.strerror}): make it writable (chmod u+w, or "
+            f"remount it read-write), {fix}."
+        ) from e
+
+
+def _architecture(model):
+    """'conv' if the encoder has a convolution, else 'mlp' (as `networks` builds them)."""
+    conv = any(isinstance(layer, keras.layers.Conv2D) for layer in model.encoder.layers)
+    return "conv" if conv else "mlp"
+
+
+def _widths(model, architecture):
+    """The hidden widths `networks.build_encoder` was given, read off the encoder."""
+    layers = model.encoder.layers
+    if architecture == "conv":
+        return tuple(layer.filters for layer in layers if isinstance(layer, keras.layers.Conv2D))
+    heads = ("mean", "raw_log_var")
+    return tuple(
+        layer.units
+        for layer in layers
+        if isinstance(layer, keras.layers.Dense) and layer.name not in heads
+    )
+
+
+def model_differences(config, model):
+    """`[(field, value in the model, value in the config)]` where they disagree.
+
+    Compares what the loaded model shows of itself: its networks (architecture,
+    latent_dim, widths, dense_units, image_size), likelihood and objective.
+    """
+    from keras_vae import networks
+
+    arch = _architecture(model)
+    found = {
+        "architecture": (arch, config.architecture),
+        "latent_dim": (int(model.latent_dim), config.latent_dim),
+        "likelihood": (model.likelihood, config.likelihood),
+        "beta": (model.beta, config.beta),
+        "beta_schedule": (model.beta_schedule, config.beta_schedule),
+        "free_bits": (model.free_bits, config.free_bits),
+        "seed": (model.seed, config.seed),
+    }
+    if config.likelihood == "gaussian":
+        found["gaussian_sigma"] = (model.gaussian_sigma, config.gaussian_sigma)
+    if config.image_size is not None:
+        found["image_size"] = (model.image_shape[:2], (config.image_size, config.image_size))
+    if arch == config.architecture:  # widths only mean something within one architecture
+        widths = config.widths
+        if widths is None:
+            widths = (
+                networks.DEFAULT_MLP_WIDTHS
+                if arch == "mlp"
+                else networks.default_conv_widths(model.image_shape)
+            )
+        found["widths"] = (_widths(model, arch), tuple(widths))
+        if arch == "conv":  # dense_units: the first Dense, after the convolutions
+            layers = model.encoder.layers
+            dense = next(layer for layer in layers if isinstance(layer, keras.layers.Dense))
+            found["dense_units"] = (dense.units, config.dense_units)
+    if config.likelihood == model.likelihood == "gaussian_learned":
+        per_channel = model.decoder.get_layer("log_sigma").per_channel
+        found["per_channel_scale"] = (per_channel, config.per_channel_scale)
+    return [(k, m, c) for k, (m, c) in found.items() if m != c]
+
+
+def _mixed_runs(path, workdir, differences):
+    """The UserError for a model.keras that another run wrote; `differences`
+    are strings like "latent_dim 3 in the model, 2 in config.json"."""
+    listing = "; ".join(differences)
+    return UserError(
+        f"{path} does not match {os.path.join(workdir, 'config.json')} ({listing}): the folder "
+        f"mixes two runs. Retrain with python train.py --workdir={workdir} --restart and the "
+        "flags of its config.json, or point --workdir at the folder of the run that wrote "
+        "this model."
+    )
+
+
+def check_image_shape(workdir, model, image_shape):
+    """Raises the mixed-runs UserError if `model` was built for other images
+    than the run's data gives (`info.image_shape`)."""
+    if tuple(model.image_shape) != tuple(image_shape):
+        difference = (
+            f"image shape {tuple(model.image_shape)} in the model, {tuple(image_shape)} "
+            "from config.json's data"
+        )
+        raise _mixed_runs(os.path.join(workdir, "model.keras"), workdir, [difference])
+
+
 def load_run(workdir):
     """`(config, model)` of the run in `workdir`: its `config.json` and `model.keras`.
 
+    The model is checked: a complete file (not truncated), finite weights (not
+    a diverged run) and the networks and objective that config.json describes.
+
     Raises:
-        UserError: a missing or unreadable file (the message names it).
+        UserError: a missing, unreadable, corrupt or diverged model, or one
+            that belongs to another run (the message names the file and the fix).
     """
     config = read_config(workdir)
-    # Registers the package's serializable classes (VAE, Sampling, ...).
-    import keras_vae  # noqa: F401
-
     path = os.path.join(workdir, "model.keras")
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as e:  # a corrupt or foreign file: say which
-        raise UserError(f"Cannot load {path} ({type(e).__name__}: {e}).") from e
+    model = export_lib.load_model(path)
+    differences = model_differences(config, model)
+    if differences:
+        raise _mixed_runs(
+            path,
+            workdir,
+            [f"{k} {m!r} in the model, {c!r} in config.json" for k, m, c in differences],
+        )
     return config, model
 
 
@@ -1111,6 +1226,7 @@ def compare_runs(workdirs, output, *, max_batches=None, pca_images=2000, seed=0,
     configs = [read_config(w) for w in workdirs]  # before any model is loaded
     _check_comparable(workdirs, configs)
     _makedirs(output)
+    check_writable(output, "or pass another --output")  # before the work, not after
     names = [_run_name(w) for w in workdirs]
     if len(set(names)) < len(names):  # same folder names under different parents
         names = [os.path.normpath(w) for w in workdirs]
@@ -1123,6 +1239,7 @@ def compare_runs(workdirs, output, *, max_batches=None, pca_images=2000, seed=0,
     rows = []
     for workdir, name, config in zip(workdirs, names, configs, strict=True):
         _, model = load_run(workdir)
+        check_image_shape(workdir, model, info.image_shape)
         results_path = os.path.join(workdir, "results.json")
         if os.path.isfile(results_path):
             with open(results_path) as f:

@@ -252,6 +252,8 @@ def test_module_entry_point(tmp_path):
     proc = _run_module([f"--workdir={workdir}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert os.path.isfile(workdir / "export" / "saved_model.pb")
+    # TensorFlow's INFO lines about the temporary folder are not shown.
+    assert "Assets written" not in proc.stderr and "export.tmp-" not in proc.stderr, proc.stderr
     assert proc.stdout.strip().startswith("Exported ")
     assert sorted(os.listdir(workdir)) == ["export", "model.keras"]
     loaded = tf.saved_model.load(str(workdir / "export"))
@@ -279,5 +281,87 @@ def test_export_workdir_errors(tmp_path):
     with pytest.raises(keras_vae.config.UserError, match="No model at"):
         export.export_workdir(str(tmp_path))
     (tmp_path / "model.keras").write_text("not a zip")
-    with pytest.raises(keras_vae.config.UserError, match="Cannot load"):
+    with pytest.raises(keras_vae.config.UserError, match="is corrupt or truncated"):
         export.export_workdir(str(tmp_path))
+    assert os.listdir(tmp_path) == ["model.keras"]
+    # A Keras model, but not a VAE.
+    inputs = keras.Input((2,))
+    keras.Model(inputs, keras.layers.Dense(1)(inputs)).save(tmp_path / "model.keras")
+    with pytest.raises(keras_vae.config.UserError) as info:
+        export.export_workdir(str(tmp_path))
+    assert str(info.value) == (
+        f"{tmp_path / 'model.keras'} holds a Functional, not a keras_vae VAE: point --workdir "
+        "at a folder written by train.py."
+    )
+    assert os.listdir(tmp_path) == ["model.keras"]
+
+
+def _poison(model):
+    """Sets one decoder weight to NaN, as a diverged run leaves them."""
+    weight = model.decoder.weights[0]
+    value = keras.ops.convert_to_numpy(weight).copy()
+    value.flat[0] = np.nan
+    weight.assign(value)
+    return weight.path
+
+
+def test_export_refuses_nonfinite_weights(tmp_path):
+    model = make_vae()
+    path = _poison(model)
+    export_dir = tmp_path / "export"
+    with pytest.raises(keras_vae.config.UserError) as info:
+        export.export_saved_model(model, str(export_dir))
+    assert str(info.value) == (
+        f"Cannot export to {export_dir}: the model's weights are not finite (NaN or Inf in 1 "
+        f"variable(s), e.g. {path}): a diverged model; retrain it with a lower --learning_rate."
+    )
+    assert os.listdir(tmp_path) == []  # no export, no temporary folder
+
+    # An earlier good export stays as it was.
+    good = make_vae()
+    export.export_saved_model(good, str(export_dir))
+    before = sorted(os.listdir(export_dir))
+    mtime = os.path.getmtime(export_dir / "saved_model.pb")
+    with pytest.raises(keras_vae.config.UserError, match="not finite"):
+        export.export_saved_model(model, str(export_dir))
+    assert sorted(os.listdir(export_dir)) == before and os.listdir(tmp_path) == ["export"]
+    assert os.path.getmtime(export_dir / "saved_model.pb") == mtime
+
+
+def test_empty_batches(exported):
+    """A batch of 0 gives an empty batch of the right shape, not a oneDNN error."""
+    _, export_dir = exported
+    loaded = tf.saved_model.load(export_dir)
+    images = {
+        "images": tf.zeros((0, *IMAGE_SHAPE), tf.float32),
+        "pixels": tf.zeros((0, *IMAGE_SHAPE), tf.uint8),
+    }
+    calls = {
+        # name: (input name, input, {output: trailing shape})
+        "encode": ("images", images["images"], {"mean": (LATENT,), "log_var": (LATENT,)}),
+        "encode_uint8": ("images", images["pixels"], {"mean": (LATENT,), "log_var": (LATENT,)}),
+        "decode": ("z", tf.zeros((0, LATENT)), {"images": IMAGE_SHAPE}),
+        "reconstruct": ("images", images["images"], {"images": IMAGE_SHAPE}),
+        "reconstruct_uint8": ("images", images["pixels"], {"images": IMAGE_SHAPE}),
+        "serving_default": ("images", images["images"], {"images": IMAGE_SHAPE}),
+    }
+    for name, (arg, value, outputs) in calls.items():
+        results = {"signature": loaded.signatures[name](**{arg: value})}
+        if name != "serving_default":
+            results["object"] = getattr(loaded, name)(value)
+        for api, out in results.items():
+            assert sorted(out) == sorted(outputs), (name, api)
+            for key, trailing in outputs.items():
+                assert tuple(out[key].shape) == (0, *trailing), (name, api, key)
+                assert out[key].dtype == tf.float32
+    samples = {
+        "object": loaded.sample(count=0, temperature=1.0, seed=0),
+        "signature": loaded.signatures["sample"](
+            count=tf.constant(0), temperature=tf.constant(1.0), seed=tf.constant(0, tf.int64)
+        ),
+    }
+    for api, out in samples.items():
+        assert tuple(out["images"].shape) == (0, *IMAGE_SHAPE), api
+    # A non-empty batch still goes through the network.
+    out = loaded.encode(tf.fill((2, *IMAGE_SHAPE), 0.5))
+    assert tuple(out["mean"].shape) == (2, LATENT) and np.all(np.isfinite(out["mean"].numpy()))

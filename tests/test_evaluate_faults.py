@@ -1,0 +1,376 @@
+"""evaluate.py (and `python -m keras_vae.export`) on broken run folders.
+
+Each fault ends with one `error:` line naming the file or folder and the fix,
+exit code 1, before any evaluation (no INFO line on stderr) and with every
+file left as it was: a read-only folder, a model.keras that is truncated,
+garbage, diverged (NaN weights) or written by another run.
+
+The runs are not trained: `training.build_model` and `model.save` (~0.5 s)
+give the files train.py writes, which is all these checks read.
+"""
+
+import contextlib
+import json
+import math
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_vae import config as config_lib
+from keras_vae import evaluation, export, figures, training
+from keras_vae.config import UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EVALUATE = os.path.join(REPO, "evaluate.py")
+SMALL = ["--iwae_samples=2", "--max_batches=1", "--mig_points=100"]
+# The shapes preset (64 x 64 x 1, conv, latent_dim 10, bernoulli) with narrow layers.
+CONFIG = config_lib.resolve(
+    "shapes", epochs=1, steps_per_epoch=3, batch_size=16, widths=(8, 8, 16, 16), dense_units=32
+)
+SHAPE = (64, 64, 1)
+# What the OS says about a write into a read-only folder (see `read_only`).
+READ_ONLY = "Read-only file system" if os.geteuid() == 0 else "Permission denied"
+UNWRITABLE = "make it writable (chmod u+w, or remount it read-write)"
+
+
+def _run(args, module=False):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
+    command = ["-m", "keras_vae.export"] if module else [EVALUATE]
+    return subprocess.run(
+        [sys.executable, *command, *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def _one_error_line(proc, code=1):
+    """The single stderr line: no traceback, no log line (nothing evaluated)."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
+    return lines[0]
+
+
+def _snapshot(folder):
+    """{relative path: (size, mtime_ns)} of every file and folder under `folder`."""
+    found = {}
+    for root, dirs, names in os.walk(folder):
+        for name in dirs + names:
+            path = os.path.join(root, name)
+            stat = os.stat(path)
+            found[os.path.relpath(path, folder)] = (stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+def make_run(workdir, config=CONFIG, model_config=None, image_shape=SHAPE, nan=False):
+    """A run folder as train.py leaves it: config.json (`config`) and an
+    untrained model.keras built from `model_config` (default: `config`).
+
+    Returns:
+        `(workdir, path of the NaN variable or None)`.
+    """
+    os.makedirs(workdir)
+    keras.utils.set_random_seed(0)
+    model = training.build_model(model_config or config, image_shape, steps_per_epoch=3)
+    poisoned = None
+    if nan:  # what a diverged run leaves
+        weight = model.decoder.weights[0]
+        value = keras.ops.convert_to_numpy(weight).copy()
+        value.flat[0] = np.nan
+        weight.assign(value)
+        poisoned = weight.path
+    model.save(os.path.join(workdir, "model.keras"))
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json())
+    keras.backend.clear_session()
+    return str(workdir), poisoned
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory):
+    workdir, _ = make_run(tmp_path_factory.mktemp("good") / "run")
+    return workdir
+
+
+@contextlib.contextmanager
+def read_only(folder):
+    """Makes `folder` read-only for real. As root, permission bits do not stop
+    a write (and `os.access` says yes), so a read-only bind mount; else chmod."""
+    folder = str(folder)
+    if os.geteuid() == 0:
+        subprocess.run(["mount", "--bind", folder, folder], check=True)
+        try:
+            subprocess.run(["mount", "-o", "remount,ro,bind", folder, folder], check=True)
+            with pytest.raises(OSError):  # the mount works: a write fails
+                open(os.path.join(folder, ".probe"), "w").close()
+            yield
+        finally:
+            subprocess.run(["umount", folder], check=True)
+    else:
+        mode = os.stat(folder).st_mode
+        os.chmod(folder, 0o555)
+        try:
+            yield
+        finally:
+            os.chmod(folder, mode)
+
+
+# ---------------------------------------------------------------------------
+# Folders that cannot be written: checked before the evaluation.
+
+
+def test_read_only_workdir_fails_before_evaluating(tmp_path):
+    workdir, _ = make_run(tmp_path / "run")
+    before = _snapshot(workdir)
+    with read_only(workdir):
+        proc = _run([f"--workdir={workdir}", *SMALL])
+    assert _one_error_line(proc) == (
+        f"error: Cannot write to {workdir} ({READ_ONLY}): {UNWRITABLE}, "
+        "or copy the run to a folder you can write to."
+    )
+    assert _snapshot(workdir) == before
+
+
+def test_read_only_figures_folder_fails_before_evaluating(tmp_path):
+    workdir, _ = make_run(tmp_path / "run")
+    out = os.path.join(workdir, "figures")
+    os.makedirs(out)
+    before = _snapshot(workdir)
+    with read_only(out):
+        proc = _run([f"--workdir={workdir}", *SMALL])
+    assert _one_error_line(proc) == (
+        f"error: Cannot write to {out} ({READ_ONLY}): {UNWRITABLE}, "
+        "or copy the run to a folder you can write to."
+    )
+    assert _snapshot(workdir) == before  # no results.json either
+
+
+def test_read_only_compare_output_fails_before_comparing(good_run, tmp_path):
+    other, _ = make_run(tmp_path / "other")
+    out = tmp_path / "out"
+    out.mkdir()
+    before = [_snapshot(d) for d in (good_run, other, out)]
+    with read_only(out):
+        proc = _run(["--compare", good_run, other, f"--output={out}", "--max_batches=1"])
+    assert _one_error_line(proc) == (
+        f"error: Cannot write to {out} ({READ_ONLY}): {UNWRITABLE}, or pass another --output."
+    )
+    assert [_snapshot(d) for d in (good_run, other, out)] == before
+
+
+def test_check_writable(tmp_path):
+    figures.check_writable(str(tmp_path))
+    assert os.listdir(tmp_path) == []  # the probe file is gone
+    figures.check_writable(str(tmp_path / "missing"))  # created later, by makedirs
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError) as info:
+        figures.check_writable(str(tmp_path / "file"))
+    assert str(info.value) == (
+        f"Cannot write into {tmp_path / 'file'}: it is a file; remove it or move it away."
+    )
+
+
+# ---------------------------------------------------------------------------
+# A diverged model: NaN weights.
+
+
+def test_nonfinite_weights_refused_by_evaluate_and_export(tmp_path):
+    workdir, variable = make_run(tmp_path / "run", nan=True)
+    path = os.path.join(workdir, "model.keras")
+    before = _snapshot(workdir)
+    expected = (
+        f"error: The weights in {path} are not finite (NaN or Inf in 1 variable(s), e.g. "
+        f"{variable}): the run diverged; retrain it: python train.py --workdir={workdir} "
+        "--restart --learning_rate=LOWER with the other flags of its config.json."
+    )
+    assert _one_error_line(_run([f"--workdir={workdir}", *SMALL])) == expected
+    assert _one_error_line(_run([f"--workdir={workdir}"], module=True)) == expected
+    assert _snapshot(workdir) == before  # no results.json, figures/ or export/
+
+
+def test_nonfinite_weights_with_a_backup_say_resume(tmp_path):
+    workdir, variable = make_run(tmp_path / "run", nan=True)
+    backup = os.path.join(workdir, training.BACKUP_DIR)
+    os.makedirs(backup)
+    with pytest.raises(UserError) as info:
+        figures.load_run(workdir)
+    assert str(info.value).endswith(
+        f"the run diverged; rerun its training command with a lower --learning_rate to "
+        f"resume from {backup}, or retrain it: python train.py --workdir={workdir} --restart "
+        "--learning_rate=LOWER with the other flags of its config.json."
+    )
+
+
+# ---------------------------------------------------------------------------
+# A model.keras of another run.
+
+
+def _mixed(workdir, differences):
+    path = os.path.join(workdir, "model.keras")
+    return (
+        f"error: {path} does not match {os.path.join(workdir, 'config.json')} ({differences}): "
+        f"the folder mixes two runs. Retrain with python train.py --workdir={workdir} --restart "
+        "and the flags of its config.json, or point --workdir at the folder of the run that "
+        "wrote this model."
+    )
+
+
+@pytest.mark.parametrize(
+    "model_changes, config_changes, image_shape, differences",
+    [
+        (
+            dict(latent_dim=3, likelihood="gaussian"),
+            {},
+            SHAPE,
+            "latent_dim 3 in the model, 10 in config.json; "
+            "likelihood 'gaussian' in the model, 'bernoulli' in config.json",
+        ),
+        (dict(architecture="mlp", widths=(16,)), {}, SHAPE,
+         "architecture 'mlp' in the model, 'conv' in config.json"),
+        ({}, dict(image_size=32), SHAPE,
+         "image_size (64, 64) in the model, (32, 32) in config.json"),
+        # No image_size in config.json: the data's shape tells.
+        ({}, {}, (32, 32, 1),
+         "image shape (32, 32, 1) in the model, (64, 64, 1) from config.json's data"),
+    ],
+    ids=["latent_dim+likelihood", "architecture", "image_size", "data_shape"],
+)  # fmt: skip
+def test_model_of_another_run_is_refused(
+    tmp_path, model_changes, config_changes, image_shape, differences
+):
+    workdir, _ = make_run(
+        tmp_path / "run",
+        config=CONFIG.replace(**config_changes),
+        model_config=CONFIG.replace(**config_changes, **model_changes),
+        image_shape=image_shape,
+    )
+    before = _snapshot(workdir)
+    assert _one_error_line(_run([f"--workdir={workdir}", *SMALL])) == _mixed(workdir, differences)
+    assert _snapshot(workdir) == before
+
+
+def test_model_differences(tmp_path):
+    """Every field the loaded model shows, compared in-process."""
+    cases = {
+        "same": ({}, []),
+        "widths": (dict(widths=(8, 8, 16, 32)), [("widths", (8, 8, 16, 32), (8, 8, 16, 16))]),
+        "dense_units": (dict(dense_units=64), [("dense_units", 64, 32)]),
+        "beta": (dict(beta=4.0), [("beta", 4.0, 1.0)]),
+        "free_bits": (dict(free_bits=0.5), [("free_bits", 0.5, 0.0)]),
+        "seed": (dict(seed=7), [("seed", 7, 0)]),
+    }
+    for name, (changes, expected) in cases.items():
+        workdir, _ = make_run(tmp_path / name, model_config=CONFIG.replace(**changes))
+        config = config_lib.Config.from_json_file(os.path.join(workdir, "config.json"))
+        model = export.load_model(os.path.join(workdir, "model.keras"))
+        assert figures.model_differences(config, model) == expected, name
+    # An mlp run: its widths are read back from the Dense layers.
+    mlp = CONFIG.replace(architecture="mlp", widths=(16, 8))
+    workdir, _ = make_run(tmp_path / "mlp", config=mlp)
+    model = export.load_model(os.path.join(workdir, "model.keras"))
+    assert figures.model_differences(mlp, model) == []
+    assert figures.model_differences(mlp.replace(widths=(16, 4)), model) == [
+        ("widths", (16, 8), (16, 4))
+    ]
+    assert figures.model_differences(CONFIG, model) == [("architecture", "mlp", "conv")]
+    # gaussian / gaussian_learned options.
+    gaussian = CONFIG.replace(likelihood="gaussian", gaussian_sigma=0.2)
+    workdir, _ = make_run(tmp_path / "gaussian", model_config=gaussian)
+    model = export.load_model(os.path.join(workdir, "model.keras"))
+    assert figures.model_differences(gaussian.replace(gaussian_sigma=0.1), model) == [
+        ("gaussian_sigma", 0.2, 0.1)
+    ]
+    learned = CONFIG.replace(likelihood="gaussian_learned", per_channel_scale=True)
+    workdir, _ = make_run(tmp_path / "learned", model_config=learned)
+    model = export.load_model(os.path.join(workdir, "model.keras"))
+    assert figures.model_differences(learned, model) == []
+    assert figures.model_differences(learned.replace(per_channel_scale=False), model) == [
+        ("per_channel_scale", True, False)
+    ]
+
+
+# ---------------------------------------------------------------------------
+# A damaged model.keras.
+
+
+def _corrupt(workdir, path):
+    return (
+        f"error: {path} is corrupt or truncated (not a complete .keras zip archive), e.g. cut "
+        f"short by a full disk or an interrupted copy: retrain it: python train.py "
+        f"--workdir={workdir} --restart with the flags of its config.json."
+    )
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_damaged_model_file(good_run, tmp_path, damage):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    with open(os.path.join(good_run, "model.keras"), "rb") as f:
+        data = f.read()
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    path = workdir / "model.keras"
+    path.write_bytes(data)
+    (workdir / "config.json").write_text(CONFIG.to_json())
+    before = _snapshot(workdir)
+    line = _one_error_line(_run([f"--workdir={workdir}", *SMALL]))
+    assert line == _corrupt(workdir, path) and "File not found" not in line
+    if damage == "truncated":
+        assert _one_error_line(_run([f"--workdir={workdir}"], module=True)) == line
+    assert _snapshot(workdir) == before
+
+
+def test_damaged_member_of_a_complete_zip(good_run, tmp_path):
+    """A flipped byte inside the archive (its directory intact): a CRC error."""
+    with open(os.path.join(good_run, "model.keras"), "rb") as f:
+        data = bytearray(f.read())
+    at = data.index(b'"class_name"', data.index(b"config.json"))
+    data[at + 1 : at + 6] = b"CLASS"  # same length, other bytes
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "model.keras").write_bytes(bytes(data))
+    with pytest.raises(UserError) as info:
+        export.load_model(str(workdir / "model.keras"))
+    assert f"error: {info.value}" == _corrupt(workdir, workdir / "model.keras")
+
+
+# ---------------------------------------------------------------------------
+# Strict JSON out.
+
+
+def _strict(text):
+    """json.loads that refuses NaN, Infinity and -Infinity."""
+
+    def refuse(token):
+        raise ValueError(f"non-standard JSON constant {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_write_results_is_strict_json(tmp_path):
+    path = tmp_path / "results.json"
+    evaluation.write_results(
+        str(path), {"elbo": float("nan"), "kl": np.float32("inf"), "values": [1.5, -math.inf]}
+    )
+    assert _strict(path.read_text()) == {"elbo": None, "kl": None, "values": [1.5, None]}
+
+
+def test_compare_json_is_strict(good_run, tmp_path):
+    """A run whose results.json holds NaN (written by an older version): null in compare.json."""
+    other, _ = make_run(tmp_path / "other", model_config=CONFIG.replace(seed=0))
+    results = {"elbo": float("nan"), "reconstruction": 2800.0, "kl": 1.5, "iwae_nll": math.inf,
+               "active_units": 0, "num_examples": 16}  # fmt: skip
+    with open(os.path.join(other, "results.json"), "w") as f:
+        f.write(json.dumps(results))  # NaN and Infinity tokens
+    out = tmp_path / "compare"
+    figures.compare_runs([good_run, other], str(out), max_batches=1, pca_images=16, progress=False)
+    summary = _strict((out / "compare.json").read_text())
+    row = summary["rows"][1]
+    assert row["source"] == "results.json"
+    assert row["elbo"] is None and row["iwae_nll"] is None and row["reconstruction"] == 2800.0
+    assert summary["rows"][0]["source"] == "computed" and summary["rows"][0]["elbo"] < 0
