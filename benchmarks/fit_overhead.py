@@ -154,7 +154,7 @@ def main(argv=None):
             }
         )
     title = (
-        f"fit overhead per step: {args.dataset} {config.architecture} "
+        f"fit overhead per step: {args.dataset} {config.network} "
         f"{'x'.join(map(str, image_shape))}, batch {args.batch_size}, {args.dtype}"
     )
     common.report(

@@ -101,7 +101,7 @@ class BareLoop:
         common_args = dict(
             image_shape=image_shape,
             latent_dim=config.latent_dim,
-            architecture=config.architecture,
+            network=config.network,
             widths=config.widths,
             dense_units=config.dense_units,
         )
@@ -350,7 +350,7 @@ def bench_cell(dataset, batch_size, dtype, args, with_callbacks=False):
         workdir.cleanup()
     return {
         "dataset": dataset,
-        "architecture": config.architecture,
+        "network": config.network,
         "image_shape": image_shape,
         "latent_dim": config.latent_dim,
         "likelihood": config.likelihood,
@@ -481,7 +481,7 @@ def main(argv=None):
         rows.append(
             [
                 c["dataset"],
-                f"{c['architecture']} {'x'.join(map(str, c['image_shape']))} z{c['latent_dim']}",
+                f"{c["network"]} {'x'.join(map(str, c['image_shape']))} z{c['latent_dim']}",
                 c["batch_size"],
                 c["dtype_policy"],
                 c["fit_images_per_s_median"],

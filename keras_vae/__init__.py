@@ -3,8 +3,8 @@
 Public API (DESIGN.md section 3)::
 
     import keras_vae
-    enc = keras_vae.build_encoder(image_shape, latent_dim, architecture="conv")
-    dec = keras_vae.build_decoder(image_shape, latent_dim, architecture="conv",
+    enc = keras_vae.build_encoder(image_shape, latent_dim, network="conv")
+    dec = keras_vae.build_decoder(image_shape, latent_dim, network="conv",
                                   likelihood="bernoulli")
     vae = keras_vae.VAE(enc, dec, likelihood="bernoulli", beta=1.0)
 """
@@ -14,13 +14,15 @@ from keras_vae import _quiet_import
 _quiet_import.import_tensorflow()
 
 from keras_vae.layers import LearnedScale, Sampling, SoftClip  # noqa: E402
-from keras_vae.model import VAE, beta_at  # noqa: E402
+from keras_vae import models  # noqa: E402
+from keras_vae.models import VAE, beta_at  # noqa: E402
 from keras_vae.networks import build_decoder, build_encoder  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "VAE",
+    "models",
     "LearnedScale",
     "Sampling",
     "SoftClip",

@@ -44,7 +44,11 @@ class Interrupted(UserError):
         self.exit_code = 128 + int(signum)
 
 
-ARCHITECTURES = ("mlp", "conv")
+# The registries' keys (keras_vae.models.MODELS, keras_vae.networks.NETWORKS,
+# keras_vae.likelihoods.LIKELIHOODS), listed here so config stays at the
+# bottom of the house; tests/test_config.py keeps them in sync.
+MODELS = ("vae",)
+NETWORKS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned", "discretized_logistic")
 BETA_SCHEDULES = ("constant", "linear", "cyclical")
 # Datasets with a preset; `folder:PATH` uses the `folder` preset.
@@ -52,50 +56,72 @@ DATASETS = ("shapes", "mnist", "fashion_mnist", "cifar10", "celeb_a", "svhn_crop
 FOLDER_PREFIX = "folder:"
 
 
+def _field(default, help):
+    """A Config field with its help text: the one place a setting is described
+    (train.py's flags are generated from it, keras_vae.cli)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Everything that defines a run. Resolved = default <- preset <- flags."""
 
     # Data.
-    dataset: str = "shapes"  # a name in DATASETS or "folder:PATH"
-    data_dir: str | None = None  # tfds data_dir; where frey_rawface.mat is looked for
-    download: bool = False  # let tfds download a missing dataset (needs network)
-    strict_data: bool = False  # folder: stop on a corrupt file instead of skipping it
-    image_size: int | None = None  # resize to image_size^2; None = the dataset's own size
-    binarize: bool = False  # dynamic binarization (a fresh Bernoulli draw each epoch)
+    dataset: str = _field("shapes", "shapes (built in), mnist, fashion_mnist, cifar10, "
+                          "svhn_cropped, celeb_a, frey_faces, or folder:PATH (your images)")
+    data_dir: str | None = _field(None, "TensorFlow Datasets data_dir; also where "
+                                  "frey_rawface.mat is looked for")
+    download: bool = _field(False, "let tfds download a missing dataset (needs network)")
+    strict_data: bool = _field(False, "folder datasets: stop on a corrupt image instead of "
+                               "skipping it")
+    image_size: int | None = _field(None, "resize images to this square size (default: the "
+                                    "dataset's own)")
+    binarize: bool = _field(False, "dynamic binarization: a fresh Bernoulli draw every epoch")
     # Model.
-    architecture: str = "conv"  # "mlp" (fully connected) or "conv"
-    latent_dim: int = 10  # size of z
-    widths: tuple[int, ...] | None = None  # layer widths; None = networks' defaults
-    dense_units: int = 256  # conv nets: width of the dense layer next to z
-    likelihood: str = "bernoulli"  # bernoulli | gaussian | gaussian_learned | discretized_logistic
-    gaussian_sigma: float = 0.1  # fixed sigma of the "gaussian" likelihood, [0, 1] pixel units
-    per_channel_scale: bool = False  # gaussian_learned: one sigma per channel
+    model: str = _field("vae", f"the model variant: {', '.join(MODELS)}")
+    network: str = _field("conv", "the networks: mlp (fully connected) or conv")
+    latent_dim: int = _field(10, "size of the latent code z")
+    widths: tuple[int, ...] | None = _field(None, "layer widths, e.g. 32,64,128 (conv: one "
+                                            "stride-2 layer each) or 512,256 (mlp)")
+    dense_units: int = _field(256, "conv: width of the dense layer next to z")
+    likelihood: str = _field("bernoulli", "bernoulli, gaussian (fixed --gaussian_sigma), "
+                             "gaussian_learned (sigma-VAE) or discretized_logistic (8-bit, "
+                             "exact bits/dim)")
+    gaussian_sigma: float = _field(0.1, "gaussian likelihood: its fixed sigma, in [0, 1] pixel "
+                                   "units")
+    per_channel_scale: bool = _field(False, "gaussian_learned: one sigma per channel")
     # Objective.
-    beta: float = 1.0  # KL weight (1 = the ELBO; > 1 beta-VAE)
-    beta_schedule: str = "constant"  # constant | linear (warm-up) | cyclical (Fu et al. 2019)
-    warmup_steps: int | None = None  # linear: steps to reach beta; None = 1/4 of training
-    beta_cycles: int = 4  # cyclical: number of cycles over the whole run
-    cycle_ratio: float = 0.5  # cyclical: fraction of each cycle spent rising
-    free_bits: float = 0.0  # nats per latent dimension not penalised (0 = off)
+    beta: float = _field(1.0, "KL weight: 1 is the ELBO, > 1 a beta-VAE")
+    beta_schedule: str = _field("constant", "constant, linear (warm-up over --warmup_steps) or "
+                                "cyclical (Fu et al. 2019)")
+    warmup_steps: int | None = _field(None, "linear schedule: steps to reach --beta (default: "
+                                      "a quarter of training)")
+    beta_cycles: int = _field(4, "cyclical schedule: cycles over the whole run")
+    cycle_ratio: float = _field(0.5, "cyclical schedule: fraction of each cycle spent rising")
+    free_bits: float = _field(0.0, "nats per latent dimension not penalised (0 = off)")
     # Optimisation.
-    epochs: int = 5  # passes (of steps_per_epoch steps when set)
-    steps_per_epoch: int | None = None  # None = one full pass over the training split
-    validation_steps: int | None = None  # None = the whole validation split
-    eval_steps: int | None = None  # test batches for the final summary; None = all
-    batch_size: int = 64  # global batch size
-    learning_rate: float = 1e-3  # Adam
-    seed: int = 0  # seeds weights, sampling and data order
-    deterministic: bool = False  # TensorFlow op determinism: same seed, same losses (slower)
+    epochs: int = _field(5, "training epochs (of --steps_per_epoch steps when set)")
+    steps_per_epoch: int | None = _field(None, "steps per epoch (default: one pass over the "
+                                         "training split)")
+    validation_steps: int | None = _field(None, "validation batches per epoch (default: all)")
+    eval_steps: int | None = _field(None, "test batches for the final summary (default: all)")
+    batch_size: int = _field(64, "global batch size")
+    learning_rate: float = _field(1e-3, "Adam learning rate (may change when a run resumes)")
+    seed: int = _field(0, "seeds weights, sampling and data order")
+    deterministic: bool = _field(False, "TensorFlow op determinism: the same seed gives the "
+                                 "same losses (slower)")
     # Hardware.
-    mixed_precision: str = "auto"  # auto (float16 on GPU, none on CPU) | float16 | bfloat16 | none
-    jit_compile: str = "auto"  # XLA: auto (on for GPU, off on CPU, measured slower) | true | false
-    distribution: str = "auto"  # auto | none | mirrored | multi_worker (TF_CONFIG) | tpu
+    mixed_precision: str = _field("auto", "auto (float16 on GPU, none on CPU), float16, "
+                                  "bfloat16 or none")
+    jit_compile: str = _field("auto", "XLA: auto (GPU only; slower on CPU), true or false")
+    distribution: str = _field("auto", "auto, none, mirrored (local GPUs), multi_worker (from "
+                               "TF_CONFIG) or tpu")
     # Logging, saving, fault tolerance.
-    image_every: int = 1  # write TensorBoard image grids every this many epochs (and at the end)
-    backup_every_steps: int = 200  # resume state every this many steps (and each epoch)
-    max_consecutive_skips: int = 20  # stop after this many non-finite steps in a row
-    export: bool = True  # write the SavedModel to workdir/export at the end
+    image_every: int = _field(1, "TensorBoard image grids every N epochs (and at the end)")
+    backup_every_steps: int = _field(200, "resume state every N steps (and each epoch); a "
+                                     "killed run rerun with the same command continues from it")
+    max_consecutive_skips: int = _field(20, "stop after N non-finite steps in a row")
+    export: bool = _field(True, "write the SavedModel to WORKDIR/export at the end")
 
     def replace(self, **changes):
         """A copy with `changes`; an unknown key is a UsageError."""
@@ -125,6 +151,12 @@ class Config:
     @classmethod
     def from_dict(cls, values):
         values = dict(values)
+        if "architecture" in values:
+            raise UsageError(
+                "This config.json was written by an earlier keras_vae (it names the network "
+                "'architecture'; now --network, and --model is the variant): retrain the run "
+                "with --restart."
+            )
         if values.get("widths") is not None:
             values["widths"] = tuple(values["widths"])
         return cls().replace(**values)
@@ -151,24 +183,24 @@ DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker", "tpu")
 # Presets override the defaults above, nothing else: keep them short.
 PRESETS = {
     # Built in, no download (dSprites-like): beta-VAE conv nets (Burgess et al. 2018).
-    "shapes": dict(architecture="conv", latent_dim=10, likelihood="bernoulli",
+    "shapes": dict(network="conv", latent_dim=10, likelihood="bernoulli",
                    epochs=10, steps_per_epoch=500, validation_steps=20, eval_steps=40),
     # Dynamically binarized MNIST, the classic benchmark (Burda et al. 2015).
-    "mnist": dict(architecture="mlp", latent_dim=32, likelihood="bernoulli", binarize=True,
+    "mnist": dict(network="mlp", latent_dim=32, likelihood="bernoulli", binarize=True,
                   epochs=30),
-    "fashion_mnist": dict(architecture="conv", latent_dim=32, likelihood="bernoulli",
+    "fashion_mnist": dict(network="conv", latent_dim=32, likelihood="bernoulli",
                           binarize=True, epochs=30),
     # 8-bit colour data: the discretized logistic gives exact bits/dim.
-    "cifar10": dict(architecture="conv", latent_dim=128, likelihood="discretized_logistic",
+    "cifar10": dict(network="conv", latent_dim=128, likelihood="discretized_logistic",
                     epochs=50),
-    "svhn_cropped": dict(architecture="conv", latent_dim=64, likelihood="discretized_logistic",
+    "svhn_cropped": dict(network="conv", latent_dim=64, likelihood="discretized_logistic",
                          epochs=30),
-    "celeb_a": dict(architecture="conv", latent_dim=128, image_size=64,
+    "celeb_a": dict(network="conv", latent_dim=128, image_size=64,
                     likelihood="discretized_logistic", epochs=20),
     # Kingma & Welling's Frey faces: 2-D latent for the manifold figure.
-    "frey_faces": dict(architecture="mlp", latent_dim=2, likelihood="gaussian_learned",
+    "frey_faces": dict(network="mlp", latent_dim=2, likelihood="gaussian_learned",
                        batch_size=100, epochs=200),
-    "folder": dict(architecture="conv", latent_dim=128, image_size=64,
+    "folder": dict(network="conv", latent_dim=128, image_size=64,
                    likelihood="discretized_logistic", epochs=20),
 }
 
@@ -209,9 +241,18 @@ def validate(config):
         not isinstance(config.warmup_steps, int) or config.warmup_steps < 0
     ):
         raise UsageError(f"--warmup_steps must be >= 0. Received: {config.warmup_steps!r}.")
-    if config.architecture not in ARCHITECTURES:
+    if config.model in NETWORKS:
         raise UsageError(
-            f"--model must be one of {', '.join(ARCHITECTURES)}. Received: {config.architecture!r}."
+            f"--model names the model variant now ({', '.join(MODELS)}); the network is "
+            f"--network={config.model}."
+        )
+    if config.model not in MODELS:
+        raise UsageError(
+            f"--model must be one of {', '.join(MODELS)}. Received: {config.model!r}."
+        )
+    if config.network not in NETWORKS:
+        raise UsageError(
+            f"--network must be one of {', '.join(NETWORKS)}. Received: {config.network!r}."
         )
     if config.likelihood not in LIKELIHOODS:
         raise UsageError(
@@ -252,10 +293,10 @@ def validate(config):
             f"--image_size={config.image_size} is not available for shapes: its images are "
             "rendered at 64x64. Drop --image_size."
         )
-    if config.architecture == "conv" and config.image_size is not None and config.image_size < 8:
+    if config.network == "conv" and config.image_size is not None and config.image_size < 8:
         raise UsageError(
-            f"--image_size={config.image_size} is too small for --model=conv (needs >= 8): "
-            "use a larger size or --model=mlp."
+            f"--image_size={config.image_size} is too small for --network=conv (needs >= 8): "
+            "use a larger size or --network=mlp."
         )
     if config.dataset == "frey_faces" and config.image_size is not None:
         raise UsageError("--image_size is not available for frey_faces (28x20 images). Drop it.")

@@ -30,7 +30,6 @@ from keras_vae.callbacks import active_units  # noqa: F401  (public here too)
 from keras_vae.data import shapes as shapes_lib
 
 LN2 = math.log(2.0)
-LOG_2PI = math.log(2.0 * math.pi)
 # Burda et al. 2015, section 5.2: a unit is active when Cov_x(E_q[z_u]) > 0.01.
 ACTIVE_UNIT_THRESHOLD = 0.01
 
@@ -76,61 +75,8 @@ def _seed_generator(seed):
 
 def _encode(model, x):
     """Posterior parameters in float32: `(mean, log_var)`, each `(batch, latent_dim)`."""
-    mean, log_var = model.encoder(x, training=False)
+    mean, log_var = model.encode(x)
     return ops.cast(mean, "float32"), ops.cast(log_var, "float32")
-
-
-def _log_px(model, x, z):
-    """log p(x|z) for `S` latent codes per example, with one decoder call.
-
-    Args:
-        model: a `VAE`.
-        x: `(batch, H, W, C)` images.
-        z: `(S, batch, latent_dim)` latent codes.
-
-    Returns:
-        `(S, batch)` log-likelihood in nats.
-    """
-    num, batch, latent_dim = ops.shape(z)
-    image_shape = tuple(ops.shape(x)[1:])
-    # Sample-major: row s * batch + i of the flat tensors is (sample s, example i),
-    # the order of `reshape(z, (S * batch, D))`.
-    z_flat = ops.reshape(z, (num * batch, latent_dim))  # (S*B, D)
-    x_flat = ops.reshape(
-        ops.tile(ops.expand_dims(x, 0), (num, 1) + (1,) * len(image_shape)),
-        (num * batch,) + image_shape,
-    )  # (S*B, H, W, C)
-    params = model.decoder(z_flat, training=False)
-    log_px = model.likelihood_fn.log_prob(x_flat, params)  # (S*B,)
-    return ops.reshape(ops.cast(log_px, "float32"), (num, batch))
-
-
-def importance_log_weights(model, x, mean, log_var, eps):
-    """Log importance weights log w_k = log p(x, z_k) - log q(z_k|x).
-
-    With z_k = mean + exp(log_var / 2) * eps_k (Burda et al. 2015, eq. 8):
-
-        log w_k = log p(x|z_k) + log N(z_k; 0, I) - log N(z_k; mean, diag(exp(log_var))),
-
-    where log q(z_k|x) = -1/2 sum_d (log 2 pi + log_var_d + eps_kd^2) is computed
-    from `eps` directly: no (z - mean) / sigma round trip, so a posterior that
-    equals the true one gives the same log w_k for every k up to float error.
-
-    Args:
-        model: a `VAE`.
-        x: `(batch, H, W, C)` float images.
-        mean, log_var: `(batch, latent_dim)` float32 posterior parameters of `x`.
-        eps: `(S, batch, latent_dim)` float32 standard-normal noise.
-
-    Returns:
-        `(S, batch)` float32 log-weights in nats.
-    """
-    eps = ops.cast(eps, "float32")
-    z = ops.expand_dims(mean, 0) + ops.exp(0.5 * ops.expand_dims(log_var, 0)) * eps  # (S, B, D)
-    log_px = _log_px(model, x, z)  # (S, B)
-    log_pz = likelihoods_lib.standard_normal_log_density(z)  # (S, B)
-    log_qz = -0.5 * ops.sum(LOG_2PI + ops.expand_dims(log_var, 0) + ops.square(eps), axis=-1)
-    return log_px + log_pz - log_qz
 
 
 class _LogMeanExp:
@@ -204,13 +150,12 @@ def iwae_log_likelihood(model, images, num_samples=1000, chunk_size=100, seed=No
         raise ValueError(f"Expected `chunk_size` >= 1. Received: chunk_size={chunk_size!r}")
     generator = _seed_generator(seed)
     x = _as_images(images)
-    mean, log_var = _encode(model, x)  # (B, D) each
-    batch, latent_dim = ops.shape(mean)
     log_mean_exp = _LogMeanExp()
     for start in range(0, int(num_samples), int(chunk_size)):
         num = min(int(chunk_size), int(num_samples) - start)
-        eps = keras.random.normal((num, batch, latent_dim), seed=generator)  # (S, B, D)
-        log_mean_exp.update(importance_log_weights(model, x, mean, log_var, eps))
+        # `VAE.log_weights` (a variant's own posterior or prior included).
+        log_w = model.log_weights(x, num, seed=generator)  # (B, S)
+        log_mean_exp.update(ops.transpose(log_w))
     return log_mean_exp.result()
 
 
@@ -219,8 +164,8 @@ def elbo_terms(model, images, num_samples=1, seed=None):
 
     ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || N(0, I))
     (Kingma & Welling 2014, eq. 10): the expectation is a Monte Carlo average
-    over `num_samples` reparameterized draws (one decoder call on
-    `batch * num_samples` codes); the KL is analytic (their appendix B), as in
+    over `num_samples` reparameterized draws (`VAE.compute_terms`, one
+    draw per call); the KL is analytic (their appendix B), as in
     `VAE.objective`.
 
     Args:
@@ -238,13 +183,17 @@ def elbo_terms(model, images, num_samples=1, seed=None):
         raise ValueError(f"Expected `num_samples` >= 1. Received: num_samples={num_samples!r}")
     generator = _seed_generator(seed)
     x = _as_images(images)
-    mean, log_var = _encode(model, x)  # (B, D)
-    batch, latent_dim = ops.shape(mean)
-    eps = keras.random.normal((int(num_samples), batch, latent_dim), seed=generator)
-    z = ops.expand_dims(mean, 0) + ops.exp(0.5 * ops.expand_dims(log_var, 0)) * eps  # (S, B, D)
-    log_px = ops.mean(_log_px(model, x, z), axis=0)  # (B,)
-    kl_per_dim = likelihoods_lib.gaussian_kl_per_dim(mean, log_var)  # (B, D)
+    shape = (ops.shape(x)[0], model.latent_dim)
+    log_px = 0.0
+    for _ in range(int(num_samples)):
+        eps = keras.random.normal(shape, seed=generator)  # (B, D)
+        terms = model.compute_terms(x, training=False, eps=eps)
+        log_px = log_px + ops.cast(terms["log_px"], "float32") / int(num_samples)  # (B,)
+    # The model's own KL (analytic for the Gaussian posterior, the same for
+    # every draw), its posterior parameters.
+    kl_per_dim = ops.cast(terms["kl_per_dim"], "float32")  # (B, D)
     kl = ops.sum(kl_per_dim, axis=-1)
+    mean, log_var = (ops.cast(terms[k], "float32") for k in ("mean", "log_var"))
     return {
         "elbo": log_px - kl,
         "reconstruction": -log_px,

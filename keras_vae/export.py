@@ -246,7 +246,7 @@ def load_model(path):
             the message names `path` and the fix.
     """
     # Registers the package's serializable classes (VAE, Sampling, ...).
-    from keras_vae.model import VAE
+    from keras_vae.models import VAE
 
     workdir = os.path.dirname(path) or "."
     try:

@@ -169,16 +169,16 @@ def check_writable(folder, fix="or copy the run to a folder you can write to"):
         ) from e
 
 
-def _architecture(model):
+def _network(model):
     """'conv' if the encoder has a convolution, else 'mlp' (as `networks` builds them)."""
     conv = any(isinstance(layer, keras.layers.Conv2D) for layer in model.encoder.layers)
     return "conv" if conv else "mlp"
 
 
-def _widths(model, architecture):
+def _widths(model, network):
     """The hidden widths `networks.build_encoder` was given, read off the encoder."""
     layers = model.encoder.layers
-    if architecture == "conv":
+    if network == "conv":
         return tuple(layer.filters for layer in layers if isinstance(layer, keras.layers.Conv2D))
     heads = ("mean", "raw_log_var")
     return tuple(
@@ -191,14 +191,14 @@ def _widths(model, architecture):
 def model_differences(config, model):
     """`[(field, value in the model, value in the config)]` where they disagree.
 
-    Compares what the loaded model shows of itself: its networks (architecture,
+    Compares what the loaded model shows of itself: its networks (network,
     latent_dim, widths, dense_units, image_size), likelihood and objective.
     """
     from keras_vae import networks
 
-    arch = _architecture(model)
+    arch = _network(model)
     found = {
-        "architecture": (arch, config.architecture),
+        "network": (arch, config.network),
         "latent_dim": (int(model.latent_dim), config.latent_dim),
         "likelihood": (model.likelihood, config.likelihood),
         "beta": (model.beta, config.beta),
@@ -210,7 +210,7 @@ def model_differences(config, model):
         found["gaussian_sigma"] = (model.gaussian_sigma, config.gaussian_sigma)
     if config.image_size is not None:
         found["image_size"] = (model.image_shape[:2], (config.image_size, config.image_size))
-    if arch == config.architecture:  # widths only mean something within one architecture
+    if arch == config.network:  # widths only mean something within one network
         widths = config.widths
         if widths is None:
             widths = (
@@ -336,7 +336,7 @@ def evaluate_run(
 
     Returns:
         The dict of `evaluate_model`, plus `mig` and `mig_points` (shapes),
-        `dataset`, `architecture`, `likelihood`, `split` and `seed`.
+        `dataset`, `network`, `likelihood`, `split` and `seed`.
     """
     seed = config.seed if seed is None else seed
     results = evaluation.evaluate_model(
@@ -361,7 +361,7 @@ def evaluate_run(
             results["mig_points"] = int(mig_points)
     results.update(
         dataset=config.dataset,
-        architecture=config.architecture,
+        network=config.network,
         likelihood=config.likelihood,
         split="test",
         seed=int(seed),
@@ -1112,7 +1112,7 @@ def _check_comparable(workdirs, configs):
 COMPARE_COLUMNS_TABLE = (
     # key, header, format
     ("name", "run", "{}"),
-    ("architecture", "model", "{}"),
+    ("network", "model", "{}"),
     ("latent_dim", "latent", "{:d}"),
     ("likelihood", "likelihood", "{}"),
     ("elbo", "ELBO [nats]", "{:.2f}"),
@@ -1141,7 +1141,7 @@ def format_compare_table(rows):
 
 
 def latent_size_figure(path, rows, pca):
-    """Reconstruction and KL against latent_dim, one line per architecture, with PCA.
+    """Reconstruction and KL against latent_dim, one line per network, with PCA.
 
     Left: the runs' reconstruction term -E_q log p(x|z) and, dashed, the PCA
     baseline with k = latent_dim components in the same units (see
@@ -1150,9 +1150,9 @@ def latent_size_figure(path, rows, pca):
     """
     fig = _figure(LATENT_SIZE_FIGSIZE[0] * DPI, LATENT_SIZE_FIGSIZE[1] * DPI)
     ax_rec, ax_kl = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    for arch in sorted({r["architecture"] for r in rows}):
+    for arch in sorted({r["network"] for r in rows}):
         group = sorted(
-            (r for r in rows if r["architecture"] == arch), key=lambda r: r["latent_dim"]
+            (r for r in rows if r["network"] == arch), key=lambda r: r["latent_dim"]
         )
         xs = [r["latent_dim"] for r in group]
         ax_rec.plot(xs, [r["reconstruction"] for r in group], "o-", label=f"VAE {arch}")
@@ -1259,7 +1259,7 @@ def compare_runs(workdirs, output, *, max_batches=None, pca_images=2000, seed=0,
         row = {
             "name": name,
             "workdir": workdir,
-            "architecture": config.architecture,
+            "network": config.network,
             "latent_dim": int(model.latent_dim),
             "likelihood": config.likelihood,
             "gaussian_sigma": config.gaussian_sigma,
@@ -1279,7 +1279,7 @@ def compare_runs(workdirs, output, *, max_batches=None, pca_images=2000, seed=0,
         ):
             row[key] = metrics.get(key)
         rows.append(row)
-        label = f"{name}\n{config.architecture}, latent_dim {row['latent_dim']}"
+        label = f"{name}\n{config.network}, latent_dim {row['latent_dim']}"
         noise = callbacks.prior_noise(COMPARE_IMAGES, row["latent_dim"], seed)
         sample_blocks.append((label, grids.tile(callbacks.decode_codes(model, noise), **tile)))
         mean, _ = model.encode(inputs)
@@ -1334,7 +1334,7 @@ def compare_runs(workdirs, output, *, max_batches=None, pca_images=2000, seed=0,
         "pca": pca,
         "latent_size_png": (
             "Left: each run's test reconstruction term -E_q log p(x|z) in nats per image "
-            "against latent_dim (one line per architecture); dashed: PCA with k = latent_dim "
+            "against latent_dim (one line per network); dashed: PCA with k = latent_dim "
             "components fitted on the first train images, scored on the first test images "
             "as -log p(x | PCA reconstruction) under the runs' likelihood (bernoulli: "
             f"probabilities clipped to [{BERNOULLI_CLIP:g}, {1 - BERNOULLI_CLIP:g}]; gaussian: "

@@ -191,10 +191,16 @@ class Likelihood:
     Attributes:
         name: the public name (`bernoulli`, `gaussian`, ...).
         num_params: parameters per image channel in the decoder's output.
+        options: the settings its constructor takes (`get` passes these
+            and drops the others, so callers need no switch on the name).
+        learns_scale: whether the scale is a learned parameter of its own
+            (a `LearnedScale` layer) rather than a decoder output or fixed.
     """
 
     name = ""
     num_params = 1
+    options = ()
+    learns_scale = False
 
     def split(self, params):
         """(batch, H, W, num_params * C) -> list of num_params (batch, H, W, C)."""
@@ -242,6 +248,7 @@ class Gaussian(Likelihood):
     """
 
     name = "gaussian"
+    options = ("sigma",)
 
     def __init__(self, sigma=0.1):
         if not sigma > 0:
@@ -272,6 +279,7 @@ class GaussianLearned(Likelihood):
 
     name = "gaussian_learned"
     num_params = 2
+    learns_scale = True
 
     def log_prob(self, x, params):
         mean, log_scale = self.split(params)
@@ -334,8 +342,12 @@ LIKELIHOODS = {
 }
 
 
-def get(name, **options):
-    """Returns the `Likelihood` called `name`, built with `options`.
+def get(name, **settings):
+    """Returns the `Likelihood` called `name`, built with the `settings` it takes.
+
+    `settings` may hold every likelihood's options (e.g. `sigma`); each
+    likelihood takes those in its `options` and ignores the rest, so a
+    caller passes the run's settings without a switch on the name.
 
     Raises:
         ValueError: for an unknown name (the message lists the known ones).
@@ -346,4 +358,5 @@ def get(name, **options):
         raise ValueError(
             f"Expected a likelihood in {sorted(LIKELIHOODS)}. Received: likelihood={name!r}"
         )
-    return LIKELIHOODS[name](**options)
+    cls = LIKELIHOODS[name]
+    return cls(**{k: v for k, v in settings.items() if k in cls.options})

@@ -20,7 +20,7 @@ import keras
 from keras_vae import likelihoods as likelihoods_lib
 from keras_vae.layers import LearnedScale, SoftClip
 
-ARCHITECTURES = ("mlp", "conv")
+NETWORKS = ("mlp", "conv")
 
 # Conv layers use 4x4 kernels with stride 2 (Higgins et al. 2017, Burgess et
 # al. 2018); the MLP default follows Kingma & Welling's 500-unit layers, deeper.
@@ -44,10 +44,10 @@ def _check_image_shape(image_shape):
     return shape
 
 
-def _check_common(architecture, latent_dim):
-    if architecture not in ARCHITECTURES:
+def _check_common(network, latent_dim):
+    if network not in NETWORKS:
         raise ValueError(
-            f"Expected `architecture` in {ARCHITECTURES}. Received: architecture={architecture!r}"
+            f"Expected `network` in {NETWORKS}. Received: network={network!r}"
         )
     if not isinstance(latent_dim, int) or latent_dim <= 0:
         raise ValueError(
@@ -70,9 +70,9 @@ def default_conv_widths(image_shape):
     return tuple(widths)
 
 
-def _widths(architecture, image_shape, widths):
+def _widths(network, image_shape, widths):
     if widths is None:
-        widths = DEFAULT_MLP_WIDTHS if architecture == "mlp" else default_conv_widths(image_shape)
+        widths = DEFAULT_MLP_WIDTHS if network == "mlp" else default_conv_widths(image_shape)
     widths = tuple(widths)
     if not widths or not all(isinstance(w, int) and w > 0 for w in widths):
         raise ValueError(
@@ -85,7 +85,7 @@ def _widths(architecture, image_shape, widths):
 def build_encoder(
     image_shape,
     latent_dim,
-    architecture="conv",
+    network="conv",
     widths=None,
     dense_units=DEFAULT_DENSE_UNITS,
     activation="relu",
@@ -96,7 +96,7 @@ def build_encoder(
     Args:
         image_shape: `(H, W, C)`.
         latent_dim: int, size of z.
-        architecture: `"mlp"` (dense layers of `widths` units) or `"conv"`
+        network: `"mlp"` (dense layers of `widths` units) or `"conv"`
             (a stride-2 4x4 convolution per entry of `widths`, then a dense
             layer of `dense_units`).
         widths: layer sizes; `None` picks `DEFAULT_MLP_WIDTHS` or
@@ -110,11 +110,11 @@ def build_encoder(
         `(batch, latent_dim)` float32; log_var in `LOG_VAR_BOUNDS`.
     """
     image_shape = _check_image_shape(image_shape)
-    _check_common(architecture, latent_dim)
-    widths = _widths(architecture, image_shape, widths)
+    _check_common(network, latent_dim)
+    widths = _widths(network, image_shape, widths)
     images = keras.Input(shape=image_shape, name="images")
     h = images
-    if architecture == "mlp":
+    if network == "mlp":
         h = keras.layers.Flatten()(h)
         for units in widths:
             h = keras.layers.Dense(units, activation=activation)(h)
@@ -134,7 +134,7 @@ def build_encoder(
 def build_decoder(
     image_shape,
     latent_dim,
-    architecture="conv",
+    network="conv",
     likelihood="bernoulli",
     widths=None,
     dense_units=DEFAULT_DENSE_UNITS,
@@ -152,7 +152,7 @@ def build_decoder(
     Args:
         image_shape: `(H, W, C)` of the images to model.
         latent_dim: int, size of z.
-        architecture: `"mlp"` or `"conv"`.
+        network: `"mlp"` or `"conv"`.
         likelihood: a name from `keras_vae.likelihoods.LIKELIHOODS`; sets the
             number of output parameters per channel.
         widths: the encoder's widths (the decoder uses them in reverse).
@@ -167,17 +167,17 @@ def build_decoder(
         `(batch, H, W, num_params * C)`.
     """
     image_shape = _check_image_shape(image_shape)
-    _check_common(architecture, latent_dim)
-    widths = _widths(architecture, image_shape, widths)
+    _check_common(network, latent_dim)
+    widths = _widths(network, image_shape, widths)
     lik = likelihoods_lib.get(likelihood) if isinstance(likelihood, str) else likelihood
     height, width, channels = image_shape
-    learned_scale = lik.name == "gaussian_learned"
+    learned_scale = lik.learns_scale
     # gaussian_learned: the network gives the mean, LearnedScale adds log sigma.
     out_channels = channels * (1 if learned_scale else lik.num_params)
 
     head_dtype = _head_dtype()
     z = keras.Input(shape=(latent_dim,), name="z")
-    if architecture == "mlp":
+    if network == "mlp":
         h = z
         for units in reversed(widths):
             h = keras.layers.Dense(units, activation=activation)(h)
@@ -212,7 +212,7 @@ def build_decoder(
 def estimate_size(
     image_shape,
     latent_dim,
-    architecture="conv",
+    network="conv",
     likelihood="bernoulli",
     widths=None,
     dense_units=DEFAULT_DENSE_UNITS,
@@ -230,11 +230,11 @@ def estimate_size(
         example (forward pass; a backward pass keeps about as many again).
     """
     image_shape = _check_image_shape(image_shape)
-    _check_common(architecture, latent_dim)
-    widths = _widths(architecture, image_shape, widths)
+    _check_common(network, latent_dim)
+    widths = _widths(network, image_shape, widths)
     lik = likelihoods_lib.get(likelihood) if isinstance(likelihood, str) else likelihood
     height, width, channels = image_shape
-    learned_scale = lik.name == "gaussian_learned"
+    learned_scale = lik.learns_scale
     out_channels = channels * (1 if learned_scale else lik.num_params)
     params = activations = 0
 
@@ -245,7 +245,7 @@ def estimate_size(
         return units
 
     # Encoder.
-    if architecture == "mlp":
+    if network == "mlp":
         features = height * width * channels
         for units in widths:
             features = dense(features, units)
@@ -260,7 +260,7 @@ def estimate_size(
     dense(features, latent_dim)  # mean
     dense(features, latent_dim)  # log_var
     # Decoder.
-    if architecture == "mlp":
+    if network == "mlp":
         features = latent_dim
         for units in reversed(widths):
             features = dense(features, units)

@@ -51,7 +51,7 @@ from keras_vae.config import (
     validate,
 )
 from keras_vae.evaluation import bits_per_dim
-from keras_vae.model import VAE
+from keras_vae import models
 from keras_vae.networks import build_decoder, build_encoder, estimate_size
 
 SUMMARY_FILE = "train_summary.json"
@@ -564,7 +564,7 @@ def build_model(config, image_shape, steps_per_epoch, jit_compile=False):
     common = dict(
         image_shape=image_shape,
         latent_dim=config.latent_dim,
-        architecture=config.architecture,
+        network=config.network,
         widths=config.widths,
         dense_units=config.dense_units,
     )
@@ -574,8 +574,8 @@ def build_model(config, image_shape, steps_per_epoch, jit_compile=False):
             **common, likelihood=config.likelihood, per_channel_scale=config.per_channel_scale
         )
     except ValueError as e:
-        raise UsageError(f"Cannot build the {config.architecture} networks: {e}") from e
-    model = VAE(
+        raise UsageError(f"Cannot build the {config.network} networks: {e}") from e
+    model = models.get(config.model)(
         encoder,
         decoder,
         likelihood=config.likelihood,
@@ -649,11 +649,11 @@ def check_memory(config, image_shape, available=None):
     available = _available_memory() if available is None else available
     try:
         params, activations = estimate_size(
-            image_shape, config.latent_dim, config.architecture, config.likelihood,
+            image_shape, config.latent_dim, config.network, config.likelihood,
             config.widths, config.dense_units, config.per_channel_scale,
         )
     except ValueError as e:
-        raise UsageError(f"Cannot build the {config.architecture} networks: {e}") from e
+        raise UsageError(f"Cannot build the {config.network} networks: {e}") from e
     need = 16 * params + 8 * activations * config.batch_size
     if available is not None and need > available:
         gib = 2.0**30

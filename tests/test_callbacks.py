@@ -49,7 +49,7 @@ def _read(log_dir):
 
 def _tiny_vae(image_shape=(16, 16, 1), latent_dim=3, seed=0):
     keras.utils.set_random_seed(seed)
-    kwargs = dict(image_shape=image_shape, latent_dim=latent_dim, architecture="mlp", widths=(32,))
+    kwargs = dict(image_shape=image_shape, latent_dim=latent_dim, network="mlp", widths=(32,))
     vae = keras_vae.VAE(
         keras_vae.build_encoder(**kwargs), keras_vae.build_decoder(**kwargs), seed=seed
     )

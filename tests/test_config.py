@@ -1,8 +1,11 @@
 """Config: defaults <- preset <- overrides, validation, JSON round trip."""
 
+import dataclasses
 import datetime
 
 import pytest
+
+import keras_vae
 
 from keras_vae import config as config_lib
 from keras_vae.config import Config, UsageError
@@ -11,7 +14,7 @@ from keras_vae.config import Config, UsageError
 def test_preset_then_overrides():
     config = config_lib.resolve("celeb_a", latent_dim=64, beta=None)
     # From the celeb_a preset.
-    assert config.architecture == "conv"
+    assert config.network == "conv"
     assert config.image_size == 64
     assert config.likelihood == "discretized_logistic"
     # The override wins; a None override (flag not given) keeps the preset.
@@ -55,16 +58,16 @@ def test_unknown_key_is_an_error():
         ("shapes", {"learning_rate": 0.0}, "--learning_rate must be > 0"),
         ("shapes", {"likelihood": "poisson"}, "--likelihood must be one of"),
         ("shapes", {"beta_schedule": "cosine"}, "--beta_schedule must be one of"),
-        ("shapes", {"architecture": "resnet"}, "--model must be one of"),
+        ("shapes", {"network": "resnet"}, "--network must be one of"),
         ("shapes", {"image_size": 32}, "not available for shapes"),
-        ("mnist", {"image_size": 4}, "too small for --model=conv"),
+        ("mnist", {"image_size": 4}, "too small for --network=conv"),
         ("shapes", {"widths": (8, 0)}, "--widths must be positive integers"),
         ("shapes", {"cycle_ratio": 1.5}, "--cycle_ratio must be in (0, 1]"),
     ],
 )
 def test_invalid_values_name_the_flag(dataset, overrides, message):
     if dataset == "mnist":
-        overrides = dict(overrides, architecture="conv")
+        overrides = dict(overrides, network="conv")
     with pytest.raises(UsageError) as info:
         config_lib.resolve(dataset, **overrides)
     assert message in str(info.value)
@@ -79,3 +82,37 @@ def test_default_workdir():
         config_lib.default_workdir("folder:/data/img_align_celeba/", now)
         == "runs/folder-img_align_celeba-20261121-090507"
     )
+
+
+def test_name_lists_are_the_registries_keys():
+    # config.py sits at the bottom of the house and cannot import the
+    # registries; this keeps its lists equal to them.
+    from keras_vae import likelihoods, models, networks
+
+    assert config_lib.MODELS == tuple(models.MODELS)
+    assert config_lib.NETWORKS == tuple(networks.NETWORKS)
+    assert config_lib.LIKELIHOODS == tuple(likelihoods.LIKELIHOODS)
+    assert models.get("vae") is keras_vae.VAE
+
+
+def test_config_json_of_an_earlier_version_is_refused():
+    old = config_lib.resolve("shapes").to_dict()
+    old["architecture"] = old.pop("network")
+    del old["model"]
+    with pytest.raises(config_lib.UsageError, match="earlier keras_vae .*--restart"):
+        config_lib.Config.from_dict(old)
+
+
+def test_every_field_is_a_flag_with_help():
+    from absl import flags
+
+    from keras_vae import cli
+
+    values = flags.FlagValues()
+    cli.define_config_flags(values)
+    values(["train.py", "--network=mlp", "--widths=16,8", "--beta=4"])
+    config = cli.config_from_flags(values)
+    assert (config.network, config.widths, config.beta) == ("mlp", (16, 8), 4.0)
+    assert config.latent_dim == 10  # not given: the shapes preset's value
+    for field in dataclasses.fields(config_lib.Config):
+        assert values[field.name].help.endswith(".") and len(values[field.name].help) > 20

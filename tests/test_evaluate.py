@@ -213,7 +213,7 @@ def test_compare(evaluated, runs, tmp_path):
 def test_compare_of_different_datasets_exits_2(runs, tmp_path):
     other = tmp_path / "mnist-run"
     other.mkdir()
-    (other / "config.json").write_text(json.dumps({"dataset": "mnist", "architecture": "mlp"}))
+    (other / "config.json").write_text(json.dumps({"dataset": "mnist", "network": "mlp"}))
     (other / "model.keras").write_bytes(b"")  # never loaded: the datasets are checked first
     proc = _run(["--compare", runs[2], str(other), f"--output={tmp_path / 'out'}"])
     assert proc.returncode == 2

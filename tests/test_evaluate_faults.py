@@ -228,15 +228,15 @@ def _mixed(workdir, differences):
             "latent_dim 3 in the model, 10 in config.json; "
             "likelihood 'gaussian' in the model, 'bernoulli' in config.json",
         ),
-        (dict(architecture="mlp", widths=(16,)), {}, SHAPE,
-         "architecture 'mlp' in the model, 'conv' in config.json"),
+        (dict(network="mlp", widths=(16,)), {}, SHAPE,
+         "network 'mlp' in the model, 'conv' in config.json"),
         ({}, dict(image_size=32), SHAPE,
          "image_size (64, 64) in the model, (32, 32) in config.json"),
         # No image_size in config.json: the data's shape tells.
         ({}, {}, (32, 32, 1),
          "image shape (32, 32, 1) in the model, (64, 64, 1) from config.json's data"),
     ],
-    ids=["latent_dim+likelihood", "architecture", "image_size", "data_shape"],
+    ids=["latent_dim+likelihood", "network", "image_size", "data_shape"],
 )  # fmt: skip
 def test_model_of_another_run_is_refused(
     tmp_path, model_changes, config_changes, image_shape, differences
@@ -268,14 +268,14 @@ def test_model_differences(tmp_path):
         model = export.load_model(os.path.join(workdir, "model.keras"))
         assert figures.model_differences(config, model) == expected, name
     # An mlp run: its widths are read back from the Dense layers.
-    mlp = CONFIG.replace(architecture="mlp", widths=(16, 8))
+    mlp = CONFIG.replace(network="mlp", widths=(16, 8))
     workdir, _ = make_run(tmp_path / "mlp", config=mlp)
     model = export.load_model(os.path.join(workdir, "model.keras"))
     assert figures.model_differences(mlp, model) == []
     assert figures.model_differences(mlp.replace(widths=(16, 4)), model) == [
         ("widths", (16, 8), (16, 4))
     ]
-    assert figures.model_differences(CONFIG, model) == [("architecture", "mlp", "conv")]
+    assert figures.model_differences(CONFIG, model) == [("network", "mlp", "conv")]
     # gaussian / gaussian_learned options.
     gaussian = CONFIG.replace(likelihood="gaussian", gaussian_sigma=0.2)
     workdir, _ = make_run(tmp_path / "gaussian", model_config=gaussian)

@@ -14,7 +14,7 @@ from scipy import stats
 from scipy.special import logsumexp
 
 from keras_vae import evaluation
-from keras_vae.model import VAE
+from keras_vae.models import VAE
 
 # -- Probabilistic PCA written as a VAE ---------------------------------------
 #
@@ -146,9 +146,8 @@ def test_bounds_are_ordered_and_iwae_approaches_log_px(data):
 def test_streaming_logsumexp_is_exact_for_any_chunking(data):
     x, _ = data
     model = ppca_vae(mean_shift=0.2, log_var_shift=1.0)
-    mean, log_var = evaluation._encode(model, x)
     eps = np.random.default_rng(0).normal(size=(1000, len(x), LATENT)).astype("float32")
-    log_w = np_(evaluation.importance_log_weights(model, x, mean, log_var, eps))  # (K, B)
+    log_w = np_(model.log_weights(x, 1000, eps=eps)).T  # (K, B)
     # Golden: logsumexp of all K weights at once, in float64.
     expected = logsumexp(log_w.astype(np.float64), axis=0) - math.log(1000)
     for chunk in (1000, 10, 7, 1):
@@ -158,10 +157,7 @@ def test_streaming_logsumexp_is_exact_for_any_chunking(data):
         np.testing.assert_allclose(np_(running.result()), expected, atol=1e-4)
     # The weights themselves do not depend on how the samples are grouped into
     # decoder calls: chunk-wise weights equal the all-at-once ones.
-    parts = [
-        np_(evaluation.importance_log_weights(model, x, mean, log_var, eps[s : s + 10]))
-        for s in range(0, 30, 10)
-    ]
+    parts = [np_(model.log_weights(x, 10, eps=eps[s : s + 10])).T for s in range(0, 30, 10)]
     np.testing.assert_allclose(np.concatenate(parts), log_w[:30], atol=1e-4)
     # Memory is O(batch * chunk) by construction: a chunk's (S, B, ...) tensors
     # are dropped once folded into the (B,) running max and sum.
@@ -357,8 +353,8 @@ def test_compute_mig_on_shapes_runs_on_a_small_model():
     import keras_vae
 
     keras.utils.set_random_seed(0)
-    encoder = keras_vae.build_encoder((16, 16, 1), 3, architecture="mlp", widths=(16,))
-    decoder = keras_vae.build_decoder((16, 16, 1), 3, architecture="mlp", widths=(16,))
+    encoder = keras_vae.build_encoder((16, 16, 1), 3, network="mlp", widths=(16,))
+    decoder = keras_vae.build_decoder((16, 16, 1), 3, network="mlp", widths=(16,))
     model = VAE(encoder, decoder)
     mig = evaluation.compute_mig_on_shapes(model, num_points=600, seed=0, batch_size=256)
     assert 0.0 <= mig <= 1.0

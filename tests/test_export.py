@@ -31,7 +31,7 @@ SIGNATURES = {
 
 def make_vae():
     keras.utils.set_random_seed(0)
-    common = dict(image_shape=IMAGE_SHAPE, latent_dim=LATENT, architecture="conv", widths=(4, 8))
+    common = dict(image_shape=IMAGE_SHAPE, latent_dim=LATENT, network="conv", widths=(4, 8))
     encoder = keras_vae.build_encoder(**common, dense_units=16)
     decoder = keras_vae.build_decoder(**common, dense_units=16, likelihood="bernoulli")
     return keras_vae.VAE(encoder, decoder, likelihood="bernoulli", seed=0)

@@ -294,7 +294,7 @@ def test_corrupt_history_refuses_resume_and_keeps_files(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "shape, latent_dim, architecture, likelihood, widths, per_channel",
+    "shape, latent_dim, network, likelihood, widths, per_channel",
     [
         ((64, 64, 1), 10, "conv", "bernoulli", None, False),
         ((28, 28, 1), 32, "mlp", "bernoulli", None, False),
@@ -303,13 +303,13 @@ def test_corrupt_history_refuses_resume_and_keeps_files(tmp_path):
         ((28, 28, 3), 7, "conv", "gaussian_learned", (8, 16, 32), True),
     ],
 )
-def test_size_estimate_counts_every_parameter(shape, latent_dim, architecture, likelihood,
+def test_size_estimate_counts_every_parameter(shape, latent_dim, network, likelihood,
                                               widths, per_channel):
-    encoder = networks.build_encoder(shape, latent_dim, architecture, widths=widths, dense_units=48)
-    decoder = networks.build_decoder(shape, latent_dim, architecture, likelihood, widths=widths,
+    encoder = networks.build_encoder(shape, latent_dim, network, widths=widths, dense_units=48)
+    decoder = networks.build_decoder(shape, latent_dim, network, likelihood, widths=widths,
                                      dense_units=48, per_channel_scale=per_channel)
     params, activations = networks.estimate_size(
-        shape, latent_dim, architecture, likelihood, widths, 48, per_channel
+        shape, latent_dim, network, likelihood, widths, 48, per_channel
     )
     assert params == encoder.count_params() + decoder.count_params()
     # Every layer's output counted once per example: at least the image and

@@ -1,4 +1,4 @@
-"""Tests for keras_vae.networks: encoder/decoder shapes for every architecture,
+"""Tests for keras_vae.networks: encoder/decoder shapes for every network,
 image shape and likelihood; bounded log-variance; argument errors; precision."""
 
 import keras
@@ -8,7 +8,7 @@ import pytest
 from keras_vae import build_decoder, build_encoder, networks
 from keras_vae.likelihoods import LIKELIHOODS
 
-ARCHITECTURES = ["mlp", "conv"]
+NETWORKS = ["mlp", "conv"]
 IMAGE_SHAPES = [(28, 28, 1), (32, 32, 3), (64, 64, 1), (64, 64, 3), (20, 28, 1)]
 LIKELIHOOD_NAMES = ["bernoulli", "gaussian", "gaussian_learned", "discretized_logistic"]
 LATENT_DIM = 3
@@ -19,9 +19,9 @@ def np_(x):
     return keras.ops.convert_to_numpy(x)
 
 
-def small(architecture):
+def small(network):
     """Tiny widths; three conv layers so 28 and 20 need a crop (28 -> 32 - 4)."""
-    if architecture == "mlp":
+    if network == "mlp":
         return {"widths": (16,)}
     return {"widths": (4, 8, 8), "dense_units": 16}
 
@@ -30,10 +30,10 @@ def dtype_of(x):
     return keras.backend.standardize_dtype(x.dtype)
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("network", NETWORKS)
 @pytest.mark.parametrize("image_shape", IMAGE_SHAPES)
-def test_encoder_output_shapes(image_shape, architecture):
-    encoder = build_encoder(image_shape, LATENT_DIM, architecture, **small(architecture))
+def test_encoder_output_shapes(image_shape, network):
+    encoder = build_encoder(image_shape, LATENT_DIM, network, **small(network))
     assert encoder.input_shape == (None, *image_shape)
     images = np.random.default_rng(0).random((BATCH, *image_shape)).astype("float32")
     mean, log_var = encoder(images)
@@ -44,11 +44,11 @@ def test_encoder_output_shapes(image_shape, architecture):
 
 
 @pytest.mark.parametrize("likelihood", LIKELIHOOD_NAMES)
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("network", NETWORKS)
 @pytest.mark.parametrize("image_shape", IMAGE_SHAPES)
-def test_decoder_output_shapes(image_shape, architecture, likelihood):
+def test_decoder_output_shapes(image_shape, network, likelihood):
     decoder = build_decoder(
-        image_shape, LATENT_DIM, architecture, likelihood=likelihood, **small(architecture)
+        image_shape, LATENT_DIM, network, likelihood=likelihood, **small(network)
     )
     height, width, channels = image_shape
     num_params = LIKELIHOODS[likelihood].num_params
@@ -88,23 +88,23 @@ def test_default_conv_widths_golden():
     assert networks.default_conv_widths((256, 256, 3)) == (32, 32, 64, 64, 128, 128)
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_default_widths_round_trip_shapes(architecture):
-    encoder = build_encoder((32, 32, 3), 4, architecture)
-    decoder = build_decoder((32, 32, 3), 4, architecture, likelihood="discretized_logistic")
+@pytest.mark.parametrize("network", NETWORKS)
+def test_default_widths_round_trip_shapes(network):
+    encoder = build_encoder((32, 32, 3), 4, network)
+    decoder = build_decoder((32, 32, 3), 4, network, likelihood="discretized_logistic")
     mean, log_var = encoder(np.zeros((BATCH, 32, 32, 3), "float32"))
     assert tuple(mean.shape) == tuple(log_var.shape) == (BATCH, 4)
     assert tuple(decoder(mean).shape) == (BATCH, 32, 32, 6)
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_log_var_bounded_for_huge_inputs(architecture):
+@pytest.mark.parametrize("network", NETWORKS)
+def test_log_var_bounded_for_huge_inputs(network):
     # Make the raw log-variance enormous on purpose: log-variance head kernel
     # +1 for the first half of the units and -1 for the rest, inputs +-1e4.
     # The SoftClip keeps log_var in [-10, 10] (float32 saturates the sigmoid,
     # so the bounds themselves are reached), exp(log_var) stays finite.
     keras.utils.set_random_seed(0)
-    encoder = build_encoder((16, 16, 1), 4, architecture, **small(architecture))
+    encoder = build_encoder((16, 16, 1), 4, network, **small(network))
     head = encoder.get_layer("raw_log_var")
     kernel = np.ones(head.kernel.shape, "float32")
     kernel[:, 2:] = -1.0
@@ -119,11 +119,11 @@ def test_log_var_bounded_for_huge_inputs(architecture):
     assert log_var.max() > 9.99 and log_var.min() < -9.99
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_decoder_outputs_raw_parameters(architecture):
+@pytest.mark.parametrize("network", NETWORKS)
+def test_decoder_outputs_raw_parameters(network):
     # Logits, not a squashed image: with the output bias at 3 the Bernoulli
     # decoder returns values ~3, which a sigmoid/clip would have kept <= 1.
-    decoder = build_decoder((16, 16, 1), 2, architecture, **small(architecture))
+    decoder = build_decoder((16, 16, 1), 2, network, **small(network))
     head = decoder.get_layer("params")
     head.bias.assign(np.full(head.bias.shape, 3.0, "float32"))
     params = np_(decoder(np.zeros((1, 2), "float32")))
@@ -156,7 +156,7 @@ BAD_ARGUMENTS = [
     ({"latent_dim": 0}, "latent_dim"),
     ({"latent_dim": -2}, "latent_dim"),
     ({"latent_dim": 2.0}, "latent_dim"),
-    ({"architecture": "resnet"}, "architecture"),
+    ({"network": "resnet"}, "network"),
     ({"image_shape": (28, 28)}, "image_shape"),
     ({"image_shape": (28, 28, 0)}, "image_shape"),
     ({"image_shape": (28, -28, 1)}, "image_shape"),
@@ -169,7 +169,7 @@ BAD_ARGUMENTS = [
 @pytest.mark.parametrize("builder", [build_encoder, build_decoder])
 @pytest.mark.parametrize("override,name", BAD_ARGUMENTS)
 def test_bad_arguments_raise(builder, override, name):
-    kwargs = {"image_shape": (28, 28, 1), "latent_dim": 2, "architecture": "conv"}
+    kwargs = {"image_shape": (28, 28, 1), "latent_dim": 2, "network": "conv"}
     kwargs.update(override)
     with pytest.raises(ValueError, match="Expected") as info:
         builder(**kwargs)
@@ -189,12 +189,12 @@ def test_unknown_likelihood_raises():
 HIDDEN_TYPES = (keras.layers.Dense, keras.layers.Conv2D, keras.layers.Conv2DTranspose)
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_mixed_precision_heads_are_float32(architecture, dtype_policy):
+@pytest.mark.parametrize("network", NETWORKS)
+def test_mixed_precision_heads_are_float32(network, dtype_policy):
     dtype_policy("mixed_float16")
-    encoder = build_encoder((16, 16, 3), 4, architecture, **small(architecture))
+    encoder = build_encoder((16, 16, 3), 4, network, **small(network))
     decoder = build_decoder(
-        (16, 16, 3), 4, architecture, likelihood="gaussian_learned", **small(architecture)
+        (16, 16, 3), 4, network, likelihood="gaussian_learned", **small(network)
     )
     hidden = [
         layer

@@ -357,14 +357,14 @@ def test_workdir_not_writable(tmp_path):
     assert "choose a folder you can write to" in line
 
 
-def test_resume_with_another_architecture_is_refused(tmp_path):
+def test_resume_with_another_network_is_refused(tmp_path):
     workdir = tmp_path / "run"
     workdir.mkdir()
-    saved = config_lib.resolve("shapes", architecture="mlp", latent_dim=3)
+    saved = config_lib.resolve("shapes", network="mlp", latent_dim=3)
     (workdir / "config.json").write_text(saved.to_json())
-    code, line = _train(tmp_path, f"--workdir={workdir}", "--model=conv", "--latent_dim=3")
+    code, line = _train(tmp_path, f"--workdir={workdir}", "--network=conv", "--latent_dim=3")
     assert code == 2
-    assert "architecture: 'mlp' in config.json, 'conv' now" in line
+    assert "network: 'mlp' in config.json, 'conv' now" in line
     assert "--restart" in line
     # config.json untouched.
     assert config_lib.Config.from_json_file(str(workdir / "config.json")) == saved

@@ -1,4 +1,4 @@
-"""Tests for keras_vae.model: the objective and its units, beta schedules and
+"""Tests for keras_vae.models.vae: the objective and its units, beta schedules and
 free bits, gradients (float64 numerical check), tiny-overfit runs, logging
 keys, `.keras` round trips, mixed precision and the inference API."""
 
@@ -11,7 +11,7 @@ import tensorflow as tf
 from scipy import special
 
 import keras_vae
-from keras_vae.model import VAE, beta_at
+from keras_vae.models.vae import VAE, beta_at
 
 TRACKERS = {"loss", "reconstruction", "kl", "elbo", "beta", "skipped_steps"}
 
@@ -43,7 +43,7 @@ def shape_images(n=64, size=28, seed=0):
 
 
 def make_vae(
-    architecture="mlp",
+    network="mlp",
     likelihood="bernoulli",
     image_shape=(16, 16, 1),
     latent_dim=4,
@@ -54,7 +54,7 @@ def make_vae(
     """A tiny VAE; initial weights fixed by `seed`."""
     keras.utils.set_random_seed(seed)
     size = image_shape[0]
-    if architecture == "mlp":
+    if network == "mlp":
         widths = {"widths": (64, 32) if size >= 28 else (32,)}
     else:
         widths = (
@@ -63,12 +63,12 @@ def make_vae(
             else {"widths": (8, 16), "dense_units": 32}
         )
     encoder = keras_vae.build_encoder(
-        image_shape, latent_dim, architecture, activation=activation, **widths
+        image_shape, latent_dim, network, activation=activation, **widths
     )
     decoder = keras_vae.build_decoder(
         image_shape,
         latent_dim,
-        architecture,
+        network,
         likelihood=likelihood,
         activation=activation,
         **widths,
@@ -229,13 +229,13 @@ def test_free_bits_objective():
 # Numerical gradient check (float64)
 
 
-def _float64_vae(dtype_policy, architecture, likelihood):
+def _float64_vae(dtype_policy, network, likelihood):
     # floatx too: keras.Input takes floatx, so a float32 input layer would round
     # images and z to float32 under a float64 policy alone. tanh instead of relu
     # keeps the loss smooth, so central differences are not spoilt by kinks.
     dtype_policy("float64", floatx="float64")
     vae = make_vae(
-        architecture,
+        network,
         likelihood,
         image_shape=(8, 8, 1),
         latent_dim=2,
@@ -254,9 +254,9 @@ def _float64_vae(dtype_policy, architecture, likelihood):
 GRADIENT_ATOL = 1e-6
 
 
-@pytest.mark.parametrize("architecture", ["mlp", "conv"])
-def test_gradient_check_wrt_images(architecture, dtype_policy):
-    vae, x, eps = _float64_vae(dtype_policy, architecture, "gaussian")
+@pytest.mark.parametrize("network", ["mlp", "conv"])
+def test_gradient_check_wrt_images(network, dtype_policy):
+    vae, x, eps = _float64_vae(dtype_policy, network, "gaussian")
 
     def loss_fn(images):
         loss, _ = vae.objective(vae.compute_terms(images, eps=eps), 1.0)
@@ -317,8 +317,8 @@ def test_float64_model_trains(likelihood, dtype_policy):
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
-@pytest.mark.parametrize("architecture", ["mlp", "conv"])
-def test_tiny_overfit(architecture, likelihood):
+@pytest.mark.parametrize("network", ["mlp", "conv"])
+def test_tiny_overfit(network, likelihood):
     # 64 fixed 28x28 shape images, 200 Adam steps (batch 16, 50 epochs): the
     # ELBO loss, evaluated on the same images with the model's fixed seed, must
     # fall by at least half. Starting points: Bernoulli logits ~0 give 784 log 2
@@ -328,7 +328,7 @@ def test_tiny_overfit(architecture, likelihood):
     # mlp 157, conv 132 nats (71%, 76% less); Gaussian mlp 418, conv -180 nats
     # (91%, 104% less). Reduction is relative to |before|.
     x = shape_images(64, 28)
-    vae = make_vae(architecture, likelihood, image_shape=(28, 28, 1), latent_dim=4)
+    vae = make_vae(network, likelihood, image_shape=(28, 28, 1), latent_dim=4)
     vae.compile(optimizer=keras.optimizers.Adam(1e-3))
     before = vae.evaluate(x, batch_size=64, verbose=0, return_dict=True)["loss"]
     history = vae.fit(x, batch_size=16, epochs=50, shuffle=False, verbose=0)
@@ -391,9 +391,9 @@ def test_evaluate_averages_batches():
 
 
 @pytest.mark.parametrize(
-    "architecture,likelihood", [("conv", "bernoulli"), ("mlp", "gaussian_learned")]
+    "network,likelihood", [("conv", "bernoulli"), ("mlp", "gaussian_learned")]
 )
-def test_keras_file_round_trip(architecture, likelihood, tmp_path):
+def test_keras_file_round_trip(network, likelihood, tmp_path):
     config = {
         "beta": 0.5,
         "beta_schedule": "linear",
@@ -402,7 +402,7 @@ def test_keras_file_round_trip(architecture, likelihood, tmp_path):
         "gaussian_sigma": 0.2,
         "seed": 3,
     }
-    vae = make_vae(architecture, likelihood, **config)
+    vae = make_vae(network, likelihood, **config)
     # A large learning rate so the learned log-sigma moves well away from 0.
     vae.compile(optimizer=keras.optimizers.Adam(1e-2))
     x = shape_images(32, 16)

@@ -162,8 +162,7 @@ class VAE(keras.Model):
         self.free_bits = float(free_bits)
         self.gaussian_sigma = float(gaussian_sigma)
         self.seed = seed
-        options = {"sigma": self.gaussian_sigma} if likelihood == "gaussian" else {}
-        self.likelihood_fn = likelihoods_lib.get(likelihood, **options)
+        self.likelihood_fn = likelihoods_lib.get(likelihood, sigma=self.gaussian_sigma)
         expected = self.likelihood_fn.num_params * encoder.input_shape[-1]
         if decoder.output_shape[-1] != expected:
             raise ValueError(
@@ -438,6 +437,56 @@ class VAE(keras.Model):
             terms = self.compute_terms(images, training=False)
             total = total + terms["log_px"] - ops.sum(terms["kl_per_dim"], axis=-1)
         return total / num_samples
+
+    def log_weights(self, images, k, seed=None, eps=None):
+        """Log importance weights, `(batch, k)`: log p(x, z_k) - log q(z_k|x).
+
+        With z_k = mean + exp(log_var / 2) * eps_k, eps_k ~ N(0, I)
+        (Burda et al. 2015, eq. 8):
+
+            log w_k = log p(x|z_k) + log N(z_k; 0, I) - log N(z_k; mean, diag(exp(log_var))),
+
+        where log q(z_k|x) = -1/2 sum_d (log 2 pi + log_var_d + eps_kd^2) comes
+        from eps directly: no (z - mean) / sigma round trip, so a posterior
+        equal to the true one gives the same log w_k for every k up to float
+        error. The k codes go through the decoder in one call. logmeanexp over
+        k is the IWAE bound; the mean over k with k = 1 is the ELBO's estimate.
+        A variant with another posterior or prior overrides this.
+
+        Args:
+            images: `(batch, H, W, C)` float in [0, 1], or uint8.
+            k: importance samples per image.
+            seed: int, None (the model's own sampling stream) or a
+                `keras.random.SeedGenerator`.
+            eps: optional `(k, batch, latent_dim)` standard-normal noise to
+                use instead of drawing it (common random numbers, tests).
+
+        Returns:
+            `(batch, k)` float32 log-weights in nats.
+        """
+        x = self._as_images(images)
+        mean, log_var = (ops.cast(t, "float32") for t in self.encode(x))  # (B, D)
+        batch, latent_dim = ops.shape(mean)
+        if eps is None:
+            seed = self.sampling.seed_generator if seed is None else seed
+            eps = keras.random.normal((k, batch, latent_dim), seed=seed)  # (K, B, D)
+        eps = ops.cast(eps, "float32")
+        z = ops.expand_dims(mean, 0) + ops.exp(0.5 * ops.expand_dims(log_var, 0)) * eps
+        # Sample-major: row s * B + i of the flat tensors is (sample s, example i).
+        image_shape = tuple(ops.shape(x)[1:])
+        x_flat = ops.reshape(
+            ops.tile(ops.expand_dims(x, 0), (k, 1) + (1,) * len(image_shape)),
+            (k * batch,) + image_shape,
+        )  # (K*B, H, W, C)
+        params = self.decoder(ops.reshape(z, (k * batch, latent_dim)), training=False)
+        log_px = ops.reshape(
+            ops.cast(self.likelihood_fn.log_prob(x_flat, params), "float32"), (k, batch)
+        )
+        log_pz = likelihoods_lib.standard_normal_log_density(z)  # (K, B)
+        log_qz = -0.5 * ops.sum(
+            likelihoods_lib.LOG_2PI + ops.expand_dims(log_var, 0) + ops.square(eps), axis=-1
+        )
+        return ops.transpose(log_px + log_pz - log_qz)  # (B, K)
 
     def nonfinite_variables(self):
         """Names of the model's and its optimizer's variables holding a NaN or Inf.
