@@ -26,7 +26,7 @@ from keras import ops
 
 from keras_vae import files
 from keras_vae import likelihoods as likelihoods_lib
-from keras_vae.callbacks import active_units  # noqa: F401  (public here too)
+from keras_vae.latent_grids import active_units  # noqa: F401  (public here too)
 from keras_vae.data import shapes as shapes_lib
 
 LN2 = math.log(2.0)

@@ -56,7 +56,7 @@ import keras
 import numpy as np
 from absl import logging
 
-from keras_vae import callbacks, evaluation, grids, likelihoods
+from keras_vae import latent_grids as callbacks, evaluation, grids, likelihoods
 from keras_vae import data as data_lib
 from keras_vae import export as export_lib
 from keras_vae import files as files_lib

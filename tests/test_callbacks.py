@@ -13,7 +13,7 @@ from keras_vae import callbacks, config, training
 
 # Grid sizes below follow grids.tile: r x c cells of h x w pixels with 1-pixel
 # separators are (r*h + r-1, c*w + c-1); row blocks of one image are stacked
-# with callbacks.BLOCK_GAP = 4 pixels between them.
+# with latent_grids.BLOCK_GAP = 4 pixels between them.
 
 
 def _grid(rows, cols, side):
@@ -248,22 +248,3 @@ def test_argument_errors():
         callbacks.LatentSummaries("x", _random_images(1))
     with pytest.raises(ValueError, match="labels"):
         callbacks.LatentSummaries("x", _random_images(4), labels=[0, 1])
-
-
-def test_choose_pairs():
-    np.testing.assert_array_equal(callbacks.choose_pairs(7, 4), [[0, 1], [2, 3], [4, 5]])
-    # Each image joins the next unused one of another label.
-    np.testing.assert_array_equal(
-        callbacks.choose_pairs(6, 3, labels=[0, 0, 1, 1, 0, 2]), [[0, 2], [1, 3], [4, 5]]
-    )
-    # One label only: consecutive pairs.
-    np.testing.assert_array_equal(callbacks.choose_pairs(4, 2, labels=[5] * 4), [[0, 1], [2, 3]])
-
-
-def test_active_units_threshold():
-    # Posterior means of 3 images: dim 0 varies (var 2/3), dim 1 barely
-    # (var 0.0002 / 3), ddof=0 as evaluation.active_units.
-    means = np.array([[-1.0, 0.0], [0.0, 0.01], [1.0, 0.02]])
-    count, variances = callbacks.active_units(means)
-    np.testing.assert_allclose(variances, [2 / 3, 2e-4 / 3])
-    assert count == 1

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_vae import callbacks, figures
+from keras_vae import figures, latent_grids
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVALUATE = os.path.join(REPO, "evaluate.py")
@@ -23,7 +23,7 @@ TINY = dict(
 )  # fmt: skip
 SIDE = 64  # shapes images are 64 x 64 x 1
 PAD = 1  # grids.tile's separator, as the callback uses it
-GAP = callbacks.BLOCK_GAP  # between row blocks (sample temperatures, linear / slerp)
+GAP = latent_grids.BLOCK_GAP  # between row blocks (sample temperatures, linear / slerp)
 
 
 def _run(args):

@@ -1,0 +1,319 @@
+"""The latent-space pictures shared by TensorBoard and evaluate.py's figures.
+
+Model + NumPy grids (`keras_vae.grids`): `latent_statistics` (posterior
+means and per-dimension KL of held-out images), `prior_noise`,
+`choose_pairs` and `image_grids`, which `callbacks.LatentSummaries` writes to
+TensorBoard and `keras_vae.report` saves as PNG files: the same pictures.
+They talk to the model through its public methods only (`encode`,
+`decode`), so every variant gets them.
+
+Grid geometry (the `keras_vae.grids` convention): cells of `H x W` pixels,
+`pad` pixels between cells and no outer border, so `r x c` cells make
+`(r * H + (r - 1) * pad, c * W + (c - 1) * pad)`. Row blocks of one image
+(sample temperatures, linear / slerp) are stacked with a band of `BLOCK_GAP`
+pixels between them. Default settings on the `shapes` preset (64 held-out
+64x64x1 images, latent_dim 10):
+
+    images/reconstructions   8 x 8 cells             519 x 519
+    images/samples           2 blocks of 2 x 8        262 x 519
+    images/interpolation     2 blocks of 4 x 10       522 x 649
+    images/traversal(_origin) 10 x 9 cells             649 x 584
+    images/manifold          15 x 15 cells (D == 2)   974 x 974
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from keras_vae import grids, likelihoods
+from keras_vae.config import UserError
+
+# Pixels of `pad_value` between the row blocks of one image (e.g. between the
+# temperature-1.0 and temperature-0.7 samples): wider than the cell separator
+# so the blocks read as two groups.
+BLOCK_GAP = 4
+
+IMAGE_TAGS = (
+    "images/reconstructions",
+    "images/samples",
+    "images/interpolation",
+    "images/traversal",
+    "images/traversal_origin",
+    "images/manifold",
+)
+
+
+def active_units(means, threshold=0.01):
+    """Active latent units: Cov_x(E_q(z|x)[z_d]) > threshold.
+
+    A unit is active when its posterior mean moves with the input (Burda et
+    al. 2015, section 5.2); a collapsed unit has the same posterior, the
+    prior, for every x. The variance over x is the variance (ddof=0, as
+    `evaluation.active_units`, which this room may not import) of the
+    posterior means of the given images, so on a small batch it is an
+    estimate (its relative standard error is about sqrt(2 / (N - 1)), ~18%
+    for N = 64): a unit near the threshold may flip between epochs.
+
+    Args:
+        means: `(N, D)` posterior means E_q(z|x)[z] of N >= 2 images.
+        threshold: variance above which a unit counts as active (0.01 in
+            Burda et al.).
+
+    Returns:
+        `(count, variances)`: the number of active units (int) and the
+        `(D,)` float64 variance of each dimension's posterior mean.
+
+    Raises:
+        ValueError: `means` not 2-D with N >= 2.
+
+    Reference:
+        Burda, Grosse & Salakhutdinov, "Importance Weighted Autoencoders",
+        ICLR 2016 (arXiv:1509.00519), section 5.2.
+    """
+    means = np.asarray(means, dtype=np.float64)
+    if means.ndim != 2 or means.shape[0] < 2 or means.shape[1] == 0:
+        raise ValueError(
+            "Expected `means` of shape (N, D) with N >= 2 and D >= 1. "
+            f"Received: means.shape={means.shape}"
+        )
+    variances = means.var(axis=0)  # (D,)
+    return int(np.sum(variances > threshold)), variances
+
+
+def choose_pairs(num_images, num_pairs, labels=None):
+    """Indices of distinct held-out images to interpolate between.
+
+    Without labels the pairs are `(0, 1), (2, 3), ...`: the held-out batch is
+    already a random draw. With labels each image is paired, in order, with
+    the next unused image of a *different* label (an interpolation between
+    two classes says more than one within a class); when the labels run out,
+    the remaining pairs are consecutive unused images.
+
+    Args:
+        num_images: size of the held-out batch, >= 2.
+        num_pairs: pairs wanted; `min(num_pairs, num_images // 2)` are returned.
+        labels: optional `(num_images,)` class labels.
+
+    Returns:
+        `(P, 2)` int64 indices, no index used twice.
+    """
+    count = min(num_pairs, num_images // 2)
+    if labels is None:
+        return np.arange(2 * count, dtype=np.int64).reshape(count, 2)
+    labels = np.asarray(labels)
+    used = np.zeros(num_images, dtype=bool)
+    pairs = []
+    for i in range(num_images):
+        if len(pairs) == count:
+            break
+        if used[i]:
+            continue
+        for j in range(i + 1, num_images):
+            if not used[j] and labels[j] != labels[i]:
+                pairs.append((i, j))
+                used[i] = used[j] = True
+                break
+    free = np.flatnonzero(~used)
+    while len(pairs) < count:
+        pairs.append((int(free[0]), int(free[1])))
+        free = free[2:]
+    return np.asarray(pairs, dtype=np.int64).reshape(count, 2)
+
+
+def _stack_blocks(blocks, gap, fill):
+    """Stacks `(h_i, W, C)` images vertically with `gap` rows of `fill` between."""
+    band = np.full((gap,) + blocks[0].shape[1:], fill, dtype=blocks[0].dtype)
+    parts = []
+    for i, block in enumerate(blocks):
+        if i:
+            parts.append(band)
+        parts.append(block)
+    return np.concatenate(parts, axis=0)
+
+
+def check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(
+            f"Expected `{name}` to be an integer >= {minimum}. Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def prior_noise(num_samples, latent_dim, seed):
+    """Fixed prior noise eps ~ N(0, I): `(num_samples, latent_dim)` float32 from `seed`."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((num_samples, latent_dim)).astype(np.float32)
+
+
+class DivergedModelError(UserError):
+    """A model whose posterior is NaN/Inf: nothing meaningful to draw."""
+
+
+def latent_statistics(model, images, max_traversal_dims=16):
+    """Encodes `images` once; the statistics every image grid is built from.
+
+    Args:
+        model: a `VAE`.
+        images: `(N, H, W, C)` float32 images in [0, 1], N >= 2.
+        max_traversal_dims: cap on the traversal rows.
+
+    Returns:
+        dict with `mean`, `log_var` `(N, D)` float32 posterior parameters;
+        `kl_per_dim` `(D,)` mean KL(q(z_d|x) || N(0, 1)) over the images,
+        nats; `order` `(D,)` dimensions by decreasing KL; `traversal_dims`
+        the first `min(D, max_traversal_dims)` of `order`; `active_units`
+        (int) and `mean_variance` `(D,)` (see `active_units`).
+
+    Raises:
+        DivergedModelError: the posterior is not finite.
+    """
+    mean, log_var = model.encode(images)
+    mean = np.asarray(mean, dtype=np.float32)  # (N, D)
+    log_var = np.asarray(log_var, dtype=np.float32)  # (N, D)
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(log_var))):
+        raise DivergedModelError(
+            "The model's posterior for the held-out images is not finite (the run diverged): "
+            "retrain it with a lower --learning_rate, or resume from an earlier backup."
+        )
+    # The training objective's own closed-form KL, averaged over the
+    # images: (N, D) -> (D,).
+    kl = np.asarray(likelihoods.gaussian_kl_per_dim(mean, log_var), dtype=np.float64)
+    kl_per_dim = kl.mean(axis=0)
+    order = grids.order_by_kl(kl_per_dim)
+    count, variances = active_units(mean)
+    return {
+        "mean": mean,
+        "log_var": log_var,
+        "kl_per_dim": kl_per_dim,
+        "order": order,
+        "traversal_dims": order[:max_traversal_dims],
+        "active_units": count,
+        "mean_variance": variances,
+    }
+
+
+def decode_codes(model, codes, batch_size=128):
+    """`(M, D)` codes -> `(M, H, W, C)` float32 in [0, 1], in few batched `decode` calls."""
+    codes = np.asarray(codes, dtype=np.float32)
+    out = []
+    for start in range(0, codes.shape[0], batch_size):
+        batch = model.decode(codes[start : start + batch_size])
+        out.append(np.asarray(batch, dtype=np.float32))
+    # The Gaussian likelihoods' mean is not bounded to [0, 1].
+    return np.clip(np.concatenate(out, axis=0), 0.0, 1.0)
+
+
+def image_grids(
+    model,
+    images,
+    stats,
+    *,
+    noise,
+    pairs,
+    temperatures=(1.0, 0.7),
+    num_reconstructions=32,
+    interpolation_steps=10,
+    traversal_steps=9,
+    traversal_range=3.0,
+    traversal_index=0,
+    manifold_size=15,
+    columns=8,
+    pad=1,
+    pad_value=1.0,
+    decode_batch_size=128,
+):
+    """All image grids of the module docstring, `{tag: (height, width, C) float32 in [0, 1]}`.
+
+    What `LatentSummaries` writes to TensorBoard and `evaluate.py` to PNG
+    files: one batched `decode` of every code the grids need. Arguments as
+    `LatentSummaries`, plus:
+
+    Args:
+        model: a `VAE`.
+        images: `(N, H, W, C)` float32 images in [0, 1].
+        stats: `latent_statistics(model, images, ...)`.
+        noise: `(S, D)` prior noise, e.g. `prior_noise(S, D, seed)`.
+        pairs: `(P, 2)` indices into `images` to interpolate between
+            (`choose_pairs`).
+
+    Returns:
+        dict keyed by the `IMAGE_TAGS` (`images/manifold` only when D == 2).
+    """
+    mean = stats["mean"]  # (N, D)
+    latent_dim = mean.shape[1]
+
+    # Every code to decode, by grid, each (M_i, D); decoded in one pass.
+    recon_codes = mean[:num_reconstructions]  # (n_rec, D)
+    eps = np.asarray(noise, dtype=np.float32)  # (S, D)
+    num_samples = eps.shape[0]
+    sample_codes = np.concatenate([t * eps for t in temperatures])  # (T*S, D)
+    interp_codes = np.stack(
+        [
+            grids.interpolate(mean[i], mean[j], interpolation_steps, method)
+            for method in grids.INTERPOLATION_METHODS
+            for i, j in pairs
+        ]
+    )  # (2 * P, steps, D): linear rows, then slerp rows
+    values = grids.traversal_values(-traversal_range, traversal_range, traversal_steps)  # (K,)
+    dims = stats["traversal_dims"]  # (R,)
+    base = mean[traversal_index]
+    traversal = grids.traversal(base, dims, values)  # (R, K, D)
+    traversal_origin = grids.traversal(np.zeros_like(base), dims, values)  # (R, K, D)
+    parts = {
+        "recon": recon_codes,
+        "samples": sample_codes,
+        "interp": interp_codes.reshape(-1, latent_dim),
+        "traversal": traversal.reshape(-1, latent_dim),
+        "traversal_origin": traversal_origin.reshape(-1, latent_dim),
+    }
+    if latent_dim == 2:
+        parts["manifold"] = grids.manifold_grid(manifold_size)  # (n * n, 2)
+    ends = np.cumsum([len(codes) for codes in parts.values()])
+    decoded = decode_codes(
+        model, np.concatenate(list(parts.values())), decode_batch_size
+    )  # (sum M_i, H, W, C)
+    decoded = dict(zip(parts, np.split(decoded, ends[:-1]), strict=True))
+
+    cell = images.shape[1:]  # (H, W, C)
+    tile = {"pad": pad, "pad_value": pad_value}
+    out = {}
+
+    # Reconstructions: rows of inputs alternating with their reconstructions;
+    # a short last row is filled with blank cells. (2 * rows, cols, H, W, C).
+    n_rec = recon_codes.shape[0]
+    cols = min(columns, n_rec)
+    rows = math.ceil(n_rec / cols)
+    recon_pairs = np.full((2, rows * cols) + cell, pad_value, dtype=np.float32)
+    recon_pairs[0, :n_rec] = images[:n_rec]
+    recon_pairs[1, :n_rec] = decoded["recon"]
+    recon_pairs = recon_pairs.reshape((2, rows, cols) + cell).swapaxes(0, 1)  # (rows, 2, cols, ...)
+    out["images/reconstructions"] = grids.tile_rows(
+        recon_pairs.reshape((2 * rows, cols) + cell), **tile
+    )
+
+    # Samples: one block per temperature, ceil(S / cols) x cols each.
+    cols = min(columns, num_samples)
+    blocks = np.split(decoded["samples"], len(temperatures))
+    out["images/samples"] = _stack_blocks(
+        [grids.tile(block, cols=cols, **tile) for block in blocks], BLOCK_GAP, pad_value
+    )
+
+    # Interpolation: the linear block (P rows) over the slerp block (P rows).
+    interp = decoded["interp"].reshape((2, len(pairs), interpolation_steps) + cell)
+    out["images/interpolation"] = _stack_blocks(
+        [grids.tile_rows(block, **tile) for block in interp], BLOCK_GAP, pad_value
+    )
+
+    # Traversals: (R, K) cells, row r varies dimension traversal_dims[r].
+    shape = (len(dims), traversal_steps) + cell
+    out["images/traversal"] = grids.tile_rows(decoded["traversal"].reshape(shape), **tile)
+    out["images/traversal_origin"] = grids.tile_rows(
+        decoded["traversal_origin"].reshape(shape), **tile
+    )
+    if "manifold" in decoded:
+        out["images/manifold"] = grids.tile(
+            decoded["manifold"], rows=manifold_size, cols=manifold_size, **tile
+        )
+    return out
