@@ -223,8 +223,8 @@ def test_run_that_skips_every_step_fails(tmp_path):
 def test_non_finite_test_metrics_are_an_error():
     results = {"elbo": float("-inf"), "reconstruction": float("inf"), "kl": 1.0}
     with pytest.raises(UserError, match="elbo=-inf, reconstruction=inf"):
-        training._check_finite_results(results, (64, 64, 1))
-    training._check_finite_results({"elbo": -1.0, "reconstruction": 0.5, "kl": 0.5}, (8, 8, 1))
+        training._check_finite_results(results)
+    training._check_finite_results({"elbo": -1.0, "reconstruction": 0.5, "kl": 0.5})
 
 
 def test_json_files_are_strict(tmp_path):
@@ -378,9 +378,9 @@ def test_empty_backup_folder_is_reported(tmp_path, caplog):
 def test_validation_steps_are_capped_at_the_split(caplog):
     with caplog.at_level(logging.WARNING):
         # 100 images in batches of 16: 7 batches, the last one of 4.
-        assert training._validation_steps(50, 100, 16, whole_batches=False) == 7
+        assert training.validation_steps_for(50, 100, 16, whole_batches=False) == 7
         # The multi-worker loop takes whole batches only: 6.
-        assert training._validation_steps(50, 100, 16, whole_batches=True) == 6
+        assert training.validation_steps_for(50, 100, 16, whole_batches=True) == 6
     assert "--validation_steps=50 is more than the validation split holds" in caplog.text
-    assert training._validation_steps(3, 100, 16, whole_batches=False) == 3
-    assert training._validation_steps(None, 100, 16, whole_batches=False) == 7
+    assert training.validation_steps_for(3, 100, 16, whole_batches=False) == 3
+    assert training.validation_steps_for(None, 100, 16, whole_batches=False) == 7

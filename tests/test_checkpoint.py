@@ -1,4 +1,4 @@
-"""Never lose a run: kill and resume, atomic saves, non-finite guards, bad input."""
+"""Never lose a run (keras_vae.training.checkpoint): kill and resume, preemption, atomic saves, non-finite guards, bad input."""
 
 import json
 import os
@@ -189,11 +189,11 @@ def _tiny_config(**overrides):
 
 def test_phases_split_an_interrupted_epoch():
     # (initial_epoch, epochs, steps) fit calls from a given step.
-    assert training._phases(0, 10, 3) == [(0, 3, 10)]
-    assert training._phases(14, 10, 3) == [(1, 2, 6), (2, 3, 10)]
-    assert training._phases(20, 10, 3) == [(2, 3, 10)]
-    assert training._phases(29, 10, 3) == [(2, 3, 1)]
-    assert training._phases(30, 10, 3) == []
+    assert training.phases(0, 10, 3) == [(0, 3, 10)]
+    assert training.phases(14, 10, 3) == [(1, 2, 6), (2, 3, 10)]
+    assert training.phases(20, 10, 3) == [(2, 3, 10)]
+    assert training.phases(29, 10, 3) == [(2, 3, 1)]
+    assert training.phases(30, 10, 3) == []
 
 
 def test_crash_during_model_save_keeps_previous_file(tmp_path):

@@ -1,0 +1,417 @@
+"""`train_and_evaluate(config, workdir)`: data, model, `fit`, saving, test summary.
+
+Everything `train.py` does, importable and testable without flags. The run's
+files (DESIGN.md section 1) go into `workdir`, each written atomically
+(`keras_vae.files`):
+
+    config.json                 the resolved config
+    model.keras                 the latest model (each epoch and at the end)
+    history.json                per-epoch logs of `fit` (kept across resumes)
+    backup/                     resume state: weights + optimizer + RNG + step
+    tensorboard/{train,validation}  scalars (loss, reconstruction, kl, elbo, beta,
+                                learning rate, skipped_steps); validation also
+                                the image grids of `LatentSummaries`
+    export/                     the SavedModel (`keras_vae.export`)
+    train_summary.json          test metrics; its presence marks a finished run
+
+A run killed at any point and started again with the same arguments resumes
+from its last backup: the model, optimizer and random state are restored and
+the (deterministic) input stream skips the batches already used, so it ends
+with the same number of epochs and steps as an uninterrupted run, and with
+`deterministic=True` the same weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import signal
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from keras_vae import files
+from keras_vae.callbacks import (
+    Diverged,
+    LatentSummaries,
+    NonFiniteGuard,
+    Preempted,
+    PreemptionGuard,
+    step_of,
+)
+from keras_vae.config import OPERATIONAL_FIELDS, Config, Interrupted, UserError, validate
+from keras_vae.evaluation import bits_per_dim
+from keras_vae.training.checkpoint import (
+    BACKUP_DIR,
+    SUMMARY_FILE,
+    AtomicModelSaver,
+    Backup,
+    EpochHistory,
+    backup_step,
+    check_workdir,
+    clear_run,
+    read_history,
+    restore_backup,
+    save_model_atomic,
+    write_or_explain,
+)
+from keras_vae.training.distribute import (
+    Runtime,
+    distributed_evaluate,
+    distributed_fit,
+    make_runtime,
+)
+from keras_vae.training.plan import (
+    build_model,
+    check_memory,
+    load_split,
+    phases,
+    steps_for,
+    validation_steps_for,
+)
+
+__all__ = [
+    "BACKUP_DIR",
+    "SUMMARY_FILE",
+    "Runtime",
+    "build_model",
+    "check_memory",
+    "check_workdir",
+    "load_split",
+    "make_runtime",
+    "phases",
+    "restore_backup",
+    "save_model_atomic",
+    "summary_line",
+    "train_and_evaluate",
+    "validation_steps_for",
+]
+
+
+def train_and_evaluate(config: Config, workdir: str, verbose="auto", restart=False, callbacks=()):
+    """Trains the model of `config` in `workdir` (resuming it), evaluates it on the test split.
+
+    Args:
+        config: a resolved `Config` (see `keras_vae.config.resolve`).
+        workdir: the run's folder; created if missing.
+        verbose: passed to `fit`/`evaluate` (progress bars).
+        restart: start over even if `workdir` holds a run (finished or not).
+        callbacks: more Keras callbacks, run on every worker.
+
+    Returns:
+        dict with the test metrics (`elbo`, `reconstruction`, `kl` in nats
+        per example, `bits_per_dim`, `num_images`), `steps`,
+        `skipped_steps`, `resumed_from_step` and `workdir`.
+
+    Raises:
+        UsageError: bad config, a finished workdir, a config that disagrees
+            with the workdir's; UserError: missing data, an unwritable
+            workdir or full disk, a model too large for memory, a run that
+            diverged or produced non-finite test metrics; Interrupted:
+            SIGTERM or Ctrl-C (after a backup).
+    """
+    with PreemptionGuard() as preemption:
+        try:
+            run = _Run(config, workdir, verbose, restart, preemption)
+            run.start()
+            run.train(callbacks)
+            return run.finish()
+        except Preempted as e:
+            step = backup_step(os.path.join(workdir, BACKUP_DIR))
+            kept = "nothing" if step is None else f"the run up to step {step}"
+            raise Interrupted(
+                f"Stopped by {signal.Signals(e.signum).name}; {kept} is saved in {workdir}: "
+                "rerun the same command to resume.",
+                e.signum,
+            ) from None
+
+
+@dataclasses.dataclass
+class _Run:
+    """One call of `train_and_evaluate`, in its three acts: `start` (checks,
+    data, model, resume state, the workdir), `train` (the `fit` phases) and
+    `finish` (test metrics, export, the finished marker)."""
+
+    config: Config
+    workdir: str
+    verbose: object
+    restart: bool
+    preemption: PreemptionGuard
+
+    def path(self, name):
+        return os.path.join(self.workdir, name)
+
+    def start(self):
+        config, workdir = self.config, self.workdir
+        validate(config)
+        self.runtime = make_runtime(config)  # first: a multi-worker strategy needs it
+        saved = check_workdir(config, workdir, self.restart)
+        # Read before anything is written: a corrupt file stops the run here.
+        previous = read_history(self.path("history.json")) if saved is not None else None
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        keras.utils.set_random_seed(config.seed)
+        # Data and model before anything is written: a missing dataset or a
+        # model that cannot be built must not leave a config.json behind.
+        self._load_data()
+        check_memory(config, self.image_shape)
+        start_step = self._build_model(saved)
+        if self.runtime.is_chief:
+            self._prepare_workdir()
+        if start_step is not None:
+            logging.info(
+                "Resuming %s from step %d (epoch %d, step %d of %d).",
+                workdir, start_step, start_step // self.steps_per_epoch + 1,
+                start_step % self.steps_per_epoch, self.steps_per_epoch,
+            )
+            # History of the epochs before the one the run resumes in.
+            epochs_done = start_step // self.steps_per_epoch
+            self.previous = {k: v[:epochs_done] for k, v in previous.items()}
+        else:
+            self.previous = None
+        self.start_step = start_step or 0
+        logging.info(
+            "Training on %s: %d train / %d validation images of shape %s, "
+            "%d epochs of %d steps, batch %d; model %s, distribution %s (%d replicas, %s), "
+            "policy %s, XLA %s.",
+            config.dataset, self.train_info.num_examples, self.val_info.num_examples,
+            self.image_shape, config.epochs, self.steps_per_epoch, config.batch_size,
+            config.model, self.runtime.kind, self.runtime.strategy.num_replicas_in_sync,
+            "chief" if self.runtime.is_chief else "worker", self.runtime.policy,
+            "on" if self.runtime.jit_compile else "off",
+        )
+
+    def _train_stream(self):
+        return load_split(self.config, "train", shuffle=True, repeat=True, drop_remainder=True)
+
+    def _load_data(self):
+        config, custom_loop = self.config, self.runtime.custom_loop
+        # The distributed loop splits each global batch over the replicas:
+        # only whole batches there.
+        self.train_ds, self.train_info = self._train_stream()
+        self.val_ds, self.val_info = load_split(
+            config, "validation", shuffle=False, repeat=False, drop_remainder=custom_loop
+        )
+        self.image_shape = tuple(self.train_info.image_shape)
+        self.steps_per_epoch = steps_for(
+            config.steps_per_epoch, self.train_info.num_examples, config.batch_size, "train"
+        )
+        self.validation_steps = validation_steps_for(
+            config.validation_steps, self.val_info.num_examples, config.batch_size, custom_loop
+        )
+
+    def _build_model(self, saved):
+        """Builds the model (and restores the backup when resuming).
+
+        Returns:
+            The step the backup was taken at, or None (a new run, or none yet).
+        """
+        config, runtime = self.config, self.runtime
+        with runtime.strategy.scope():
+            self.model = build_model(
+                config, self.image_shape, self.steps_per_epoch, runtime.jit_compile
+            )
+            if not self.model.optimizer.built:  # LossScaleOptimizer.build is not idempotent
+                self.model.optimizer.build(self.model.trainable_variables)
+            if saved is None:
+                return None
+            if runtime.is_chief:
+                files.recover_all(self.workdir)  # leftovers of saves a kill interrupted
+            # Every worker restores the chief's backup (shared storage).
+            start_step = restore_backup(self.model, self.path(BACKUP_DIR))
+            if start_step is None:
+                logging.warning("%s has no backup yet: training from step 0.", self.workdir)
+            # The backup holds the optimizer's learning rate; the flags' wins.
+            self.model.optimizer.learning_rate = config.learning_rate
+        for name in sorted(OPERATIONAL_FIELDS):
+            if getattr(saved, name) != getattr(config, name):
+                logging.warning(
+                    "Resuming with %s=%r (config.json had %r).",
+                    name, getattr(config, name), getattr(saved, name),
+                )
+        return start_step
+
+    def _prepare_workdir(self):
+        try:
+            os.makedirs(self.workdir, exist_ok=True)
+            if self.restart:
+                clear_run(self.workdir)
+            files.recover_all(self.workdir)
+        except OSError as e:
+            raise UserError(
+                f"Cannot write to --workdir={self.workdir} ({e.strerror}): "
+                "choose a folder you can write to."
+            ) from e
+        config_path = self.path("config.json")
+        write_or_explain(config_path, lambda: files.atomic_write_text(
+            config_path, self.config.to_json()))
+
+    def _callbacks(self, extra):
+        config, runtime = self.config, self.runtime
+        backup = Backup(self.path(BACKUP_DIR), config.backup_every_steps, self.steps_per_epoch)
+        self.preemption.backup = backup if runtime.is_chief else None
+        # Only the chief writes; every worker runs the guard (they skip the
+        # same steps, the gradients being all-reduced) and the caller's
+        # callbacks. The guard comes first (it acts before anything is
+        # saved), the preemption handler after the backup (an epoch's end
+        # saves first).
+        chief = [
+            keras.callbacks.TensorBoard(
+                log_dir=self.path("tensorboard"), write_graph=False, profile_batch=0
+            ),
+            EpochHistory(self.path("history.json"), self.previous),
+            AtomicModelSaver(self.path("model.keras")),
+            backup,
+            # Image grids next to the validation scalars, on the first (up to)
+            # 64 validation images: fixed, as the split is not shuffled.
+            LatentSummaries(
+                self.path(os.path.join("tensorboard", "validation")),
+                next(iter(self.val_ds.unbatch().batch(64))).numpy(),  # (N, H, W, C)
+                every=config.image_every,
+                seed=config.seed,
+            ),
+        ]
+        return [
+            NonFiniteGuard(config.max_consecutive_skips),
+            *(chief if runtime.is_chief else []),
+            self.preemption,
+            *extra,
+        ]
+
+    def train(self, extra_callbacks=()):
+        config, model, runtime = self.config, self.model, self.runtime
+        callbacks = self._callbacks(extra_callbacks)
+        train_ds = self.train_ds
+        try:
+            for phase, (initial_epoch, epochs, steps) in enumerate(
+                phases(self.start_step, self.steps_per_epoch, config.epochs)
+            ):
+                # A freshly built input pipeline replays the seeded stream from
+                # its start (its shuffle's seed generator is new): skipping the
+                # batches already trained on continues it exactly. Rebuilt for
+                # a second phase, as the first one's generator has moved on.
+                if phase:
+                    train_ds, _ = self._train_stream()
+                stream = train_ds.skip(step_of(model))
+                fit_args = dict(
+                    initial_epoch=initial_epoch, epochs=epochs, callbacks=callbacks,
+                    validation_steps=self.validation_steps, verbose=self.verbose,
+                )
+                if runtime.custom_loop:
+                    distributed_fit(
+                        model, runtime.strategy, stream, self.val_ds, steps=steps, **fit_args
+                    )
+                else:
+                    # shuffle=False: the tf.data pipeline shuffles (seeded).
+                    model.fit(stream, steps_per_epoch=steps, validation_data=self.val_ds,
+                              shuffle=False, **fit_args)
+            if runtime.is_chief:
+                save_model_atomic(model, self.path("model.keras"))
+        except Diverged as e:
+            raise _diverged_error(e, config, self.workdir) from None
+        steps, skipped = step_of(model), int(keras.ops.convert_to_numpy(model.skipped_steps))
+        if steps and skipped >= steps:
+            raise UserError(
+                f"All {steps} training steps were skipped (non-finite loss or gradient): "
+                "nothing was learned. Check the data and settings, then pass --restart."
+            )
+
+    def finish(self):
+        config, model, runtime = self.config, self.model, self.runtime
+        custom_loop = runtime.custom_loop
+        test_ds, test_info = load_split(
+            config, "test", shuffle=False, repeat=False, drop_remainder=custom_loop
+        )
+        batches = (
+            test_info.num_examples // config.batch_size
+            if custom_loop
+            else math.ceil(test_info.num_examples / config.batch_size)
+        )
+        eval_steps = batches if config.eval_steps is None else min(config.eval_steps, batches)
+        if custom_loop:
+            metrics = distributed_evaluate(model, runtime.strategy, test_ds, eval_steps)
+        else:
+            metrics = model.evaluate(
+                test_ds, steps=eval_steps, return_dict=True, verbose=self.verbose
+            )
+        results = {
+            "workdir": self.workdir,
+            "elbo": float(metrics["elbo"]),
+            "reconstruction": float(metrics["reconstruction"]),
+            "kl": float(metrics["kl"]),
+            "bits_per_dim": bits_per_dim(-float(metrics["elbo"]), self.image_shape),
+            "num_images": int(min(test_info.num_examples, eval_steps * config.batch_size)),
+            "steps": step_of(model),
+            "skipped_steps": int(keras.ops.convert_to_numpy(model.skipped_steps)),
+            "resumed_from_step": self.start_step or None,
+            "replicas": runtime.strategy.num_replicas_in_sync,
+        }
+        _check_finite_results(results)
+        if not runtime.is_chief:
+            return results
+        if config.export:
+            from keras_vae import export as export_lib
+
+            export_dir = self.path("export")
+            write_or_explain(export_dir, lambda: export_lib.export_saved_model(model, export_dir))
+        # The finished marker; then the resume state is no longer needed.
+        summary = self.path(SUMMARY_FILE)
+        write_or_explain(summary, lambda: files.write_json(summary, results))
+        shutil.rmtree(self.path(BACKUP_DIR), ignore_errors=True)
+        return results
+
+
+def _diverged_error(error, config, workdir):
+    """The one line for a `Diverged` run: what happened, what is kept, the way out."""
+    saved_step = backup_step(os.path.join(workdir, BACKUP_DIR))
+    # A tenth of the rate, and no more than Adam's usual 1e-3.
+    lower = f"--learning_rate={min(config.learning_rate / 10, 1e-3):g}"
+    if error.reason == "nonfinite":
+        what = (
+            f"Training diverged at step {error.step}: an update made the weights NaN/Inf "
+            "(non-finite) although the loss and gradients were finite, so nothing after the "
+            "last finite state was saved. Likely cause: a learning rate too high"
+        )
+    else:
+        what = (
+            f"Training stopped at step {error.step}: {config.max_consecutive_skips} steps in a "
+            "row had a non-finite loss or gradient (NaN/Inf) and were skipped. Likely causes: a "
+            "learning rate too high, float16 overflow under mixed precision, or broken input "
+            "images"
+        )
+    if saved_step is None:
+        kept = (
+            "No finite state had been saved yet: rerun the same command with e.g. "
+            f"{lower} (it starts from step 0), or --restart."
+        )
+    else:
+        kept = (
+            f"The last finite state is in {os.path.join(workdir, BACKUP_DIR)} (step "
+            f"{saved_step}) and model.keras (its last finished epoch): rerun the same command "
+            f"with e.g. {lower} to resume from step {saved_step}, or --restart."
+        )
+    return UserError(f"{what}. {kept}")
+
+
+def _check_finite_results(results):
+    bad = [k for k in ("elbo", "reconstruction", "kl") if not math.isfinite(results[k])]
+    if bad:
+        raise UserError(
+            f"The test metrics are not finite ({', '.join(f'{k}={results[k]}' for k in bad)}) "
+            "although the weights are: the likelihood overflows on the test images (e.g. a "
+            "--gaussian_sigma far too small). The run is not marked finished: change the "
+            "setting and pass --restart."
+        )
+
+
+def summary_line(results):
+    """The one-line summary `train.py` ends with."""
+    return (
+        f"Test ELBO {results['elbo']:.2f} nats/image "
+        f"({results['bits_per_dim']:.4f} bits/dim; reconstruction "
+        f"{results['reconstruction']:.2f}, KL {results['kl']:.2f}) "
+        f"on {results['num_images']} test images. Run saved in {results['workdir']}"
+    )
