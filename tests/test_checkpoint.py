@@ -1,4 +1,4 @@
-"""Never lose a run (keras_vae.training.checkpoint): kill and resume, preemption, atomic saves, non-finite guards, bad input."""
+"""Never lose a run (training.checkpoint): kill, resume, preemption, atomic saves, guards."""
 
 import json
 import os

@@ -64,8 +64,13 @@ def _train(workdir, *args, preexec_fn=None, network=TINY):
 def _h5_arrays(path):
     """Every dataset of an HDF5 file (a backup's weights), as arrays."""
     arrays = []
+
+    def collect(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            arrays.append(obj[()])
+
     with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: arrays.append(obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        f.visititems(collect)
     return arrays
 
 
@@ -197,7 +202,9 @@ def test_nan_weights_are_never_saved(tmp_path, poison_at, backup_step):
 # Garbage that used to end in "success".
 
 
-@pytest.mark.parametrize("name", ["learning_rate", "beta", "free_bits", "gaussian_sigma", "cycle_ratio"])
+@pytest.mark.parametrize(
+    "name", ["learning_rate", "beta", "free_bits", "gaussian_sigma", "cycle_ratio"]
+)
 @pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
 def test_float_settings_must_be_finite(name, value):
     with pytest.raises(UsageError, match=f"--{name} must be a finite number"):
@@ -265,7 +272,9 @@ def test_write_failing_half_way_is_one_line_and_keeps_previous_files(tmp_path):
 @pytest.mark.slow
 def test_full_disk_is_refused_before_writing(tmp_path):
     if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root; the RLIMIT_FSIZE test covers a failed write")
+        # Justified: mounting needs root; the RLIMIT_FSIZE test above covers
+        # a failed write without it.
+        pytest.skip("mounting a small tmpfs needs root")
     disk = tmp_path / "disk"
     disk.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3M", "tmpfs", str(disk)], check=True)
