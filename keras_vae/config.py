@@ -246,10 +246,6 @@ def validate(config):
             f"--model names the model variant now ({', '.join(MODELS)}); the network is "
             f"--network={config.model}."
         )
-    if config.model not in MODELS:
-        raise UsageError(
-            f"--model must be one of {', '.join(MODELS)}. Received: {config.model!r}."
-        )
     if config.network not in NETWORKS:
         raise UsageError(
             f"--network must be one of {', '.join(NETWORKS)}. Received: {config.network!r}."

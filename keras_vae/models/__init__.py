@@ -11,6 +11,8 @@ to the public methods of `VAE` (`encode`, `decode`, `sample`, `reconstruct`,
 `elbo`, `log_weights`), never to its encoder or decoder.
 """
 
+import keras
+
 from keras_vae.models.vae import VAE, beta_at
 
 # Name (the `--model` flag, `Config.model`) -> class.
@@ -34,12 +36,14 @@ def register(name, cls):
     """Registers `cls` (a `VAE` subclass) as `name`; returns `cls`.
 
     For a variant outside the package (e.g. a test's toy variant); the
-    package's own variants are listed in `MODELS`.
+    package's own variants are listed in `MODELS`. The class is also made
+    Keras-serializable, so its `model.keras` loads as the variant.
     """
     if not (isinstance(cls, type) and issubclass(cls, VAE)):
         raise TypeError(f"Expected a VAE subclass. Received: cls={cls!r}")
     if name in MODELS and MODELS[name] is not cls:
         raise ValueError(f"A model is already registered as {name!r}: {MODELS[name]!r}")
+    keras.saving.register_keras_serializable(package="keras_vae", name=cls.__name__)(cls)
     MODELS[name] = cls
     return cls
 

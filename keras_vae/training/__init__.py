@@ -33,7 +33,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from keras_vae import files
+from keras_vae import files, models
 from keras_vae.callbacks import (
     Diverged,
     LatentSummaries,
@@ -42,7 +42,14 @@ from keras_vae.callbacks import (
     PreemptionGuard,
     step_of,
 )
-from keras_vae.config import OPERATIONAL_FIELDS, Config, Interrupted, UserError, validate
+from keras_vae.config import (
+    OPERATIONAL_FIELDS,
+    Config,
+    Interrupted,
+    UsageError,
+    UserError,
+    validate,
+)
 from keras_vae.evaluation import bits_per_dim
 from keras_vae.training.checkpoint import (
     BACKUP_DIR,
@@ -147,6 +154,10 @@ class _Run:
     def start(self):
         config, workdir = self.config, self.workdir
         validate(config)
+        if config.model not in models.MODELS:  # the registry, variants added at run time too
+            raise UsageError(
+                f"--model must be one of {', '.join(models.MODELS)}. Received: {config.model!r}."
+            )
         self.runtime = make_runtime(config)  # first: a multi-worker strategy needs it
         saved = check_workdir(config, workdir, self.restart)
         # Read before anything is written: a corrupt file stops the run here.
