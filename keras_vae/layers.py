@@ -52,7 +52,8 @@ class Sampling(keras.layers.Layer):
         if deterministic:
             return mean
         # Under a mixed policy `mean` is float16: draw eps in the same dtype
-        # (UPSTREAM_NOTES: a float32 eps fails the multiply).
+        # (keras.random.normal gives float32 by default, and the multiply then
+        # fails with "float32 does not match float16"; seen on TF 2.21).
         eps = keras.random.normal(ops.shape(mean), dtype=mean.dtype, seed=self.seed_generator)
         return mean + ops.exp(0.5 * log_var) * eps
 

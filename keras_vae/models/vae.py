@@ -225,8 +225,9 @@ class VAE(keras.Model):
 
     @property
     def metrics(self):
-        # Tracker names equal the log keys (the keras.io example's mismatch
-        # made epoch logs fall back to the last batch, UPSTREAM_NOTES).
+        # Tracker names equal the log keys: with a mismatch (the keras.io
+        # example's), Keras' epoch-end logs silently fall back to the last
+        # batch's values instead of the epoch's means.
         return [
             self.loss_tracker,
             self.reconstruction_tracker,

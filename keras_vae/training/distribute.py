@@ -32,8 +32,11 @@ class Runtime:
 
     @property
     def custom_loop(self):
-        # Keras 3 `fit` fails under MultiWorkerMirroredStrategy (UPSTREAM_NOTES:
-        # keras-team/keras#20585): drive `train_step` with `strategy.run` instead.
+        # Keras 3 `fit` fails under MultiWorkerMirroredStrategy (keras-team/
+        # keras#20585, tensorflow/tensorflow#72388, open: two workers fail in
+        # Trainer._maybe_symbolic_build, "Attempt to convert a value
+        # (PerReplica ...) to a Tensor"): drive `train_step` with
+        # `strategy.run` instead, which trains identically on both workers.
         return self.kind == "multi_worker"
 
 def _tf_config_tasks():
@@ -61,7 +64,9 @@ def make_runtime(config):
 
     - mixed_precision `auto`: `mixed_float16` with a GPU, float32 on CPU;
     - jit_compile `auto`: XLA with a GPU; off on CPU, where a 64x64 conv VAE
-      trained at 353 img/s with XLA against 784 without (UPSTREAM_NOTES);
+      trained at 353 img/s with XLA against 784 without (measured on a
+      2-core CPU, TF 2.21; Keras' own jit_compile="auto" also turns XLA off
+      on CPU);
     - distribution `auto`: multi-worker when TF_CONFIG lists more than one
       task, mirrored over several local GPUs, else none.
     """
@@ -120,7 +125,11 @@ def distributed_fit(
     verbose,
 ):
     """`fit` for MultiWorkerMirroredStrategy: `strategy.run(model.train_step)`
-    in a `tf.function`, driving the same callbacks (UPSTREAM_NOTES)."""
+    in a `tf.function` over `strategy.experimental_distribute_dataset`, with
+    the model and optimizer built in `strategy.scope()`, driving the same
+    callbacks (chief only for the writing ones). Keras' `fit` fails there
+    (see `Runtime.custom_loop`); two workers on localhost end with identical
+    weights this way (tests/test_distribute.py)."""
 
     @tf.function
     def train_fn(iterator):
