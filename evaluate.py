@@ -8,7 +8,7 @@
 One run: reads WORKDIR/config.json and WORKDIR/model.keras, evaluates the test
 split (ELBO, IWAE log-likelihood, bits/dim, active units, KL per dimension;
 MIG on shapes), writes WORKDIR/results.json, prints the table and draws
-WORKDIR/figures/*.png (see keras_vae/figures.py for the list). K=1000
+WORKDIR/figures/*.png (see keras_vae/report/run_figures.py for the list). K=1000
 importance samples over a whole test split take long on a CPU: use
 --max_batches (and/or a smaller --iwae_samples) for a quick look.
 
@@ -24,7 +24,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv[1:]):
     os.environ.setdefault("KERAS_VAE_QUIET_IMPORT", "1")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags  # noqa: E402
+
+from keras_vae import cli, report  # noqa: E402
+from keras_vae.config import UsageError, default_workdir  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run folder written by train.py (config.json, model.keras).")
@@ -90,109 +93,47 @@ flags.DEFINE_integer(
 )
 
 
-def _evaluate_one(workdir):
-    from keras_vae import evaluation, figures, training
-
-    config, model = figures.load_run(workdir)
-    # A folder we cannot write to fails now, not after a long evaluation.
-    figures.check_writable(workdir)
-    if FLAGS.figures:
-        figures.check_writable(os.path.join(workdir, "figures"))
-    test_ds, info = training.load_split(config, "test", shuffle=False, repeat=False)
-    figures.check_image_shape(workdir, model, info.image_shape)
-    if FLAGS.figures:  # bad figure flags fail now, not after a long evaluation
-        attribute = figures.parse_attribute(FLAGS.attribute, info.label_names)
-        radii = figures.parse_radii(FLAGS.radius)
-        figures.check_neighbourhood(FLAGS.neighbourhood_of, info)
-    results = figures.evaluate_run(
-        model,
-        config,
-        test_ds,
+def main(argv):
+    if FLAGS.compare:
+        # `--compare DIR1 DIR2`: absl takes DIR1 as the value, the rest stay in argv.
+        workdirs = list(FLAGS.compare) + list(argv[1:])
+        if FLAGS.workdir:
+            raise UsageError("use either --workdir or --compare, not both.")
+        output = FLAGS.output or default_workdir("compare")
+        summary = report.compare_runs(
+            workdirs,
+            output,
+            max_batches=FLAGS.max_batches,
+            pca_images=FLAGS.pca_images,
+            seed=0 if FLAGS.seed is None else FLAGS.seed,
+        )
+        print(summary["table"])
+        print(f"Comparison written to {output}")
+        return 0
+    if len(argv) > 1:
+        raise UsageError(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
+    if not FLAGS.workdir:
+        raise UsageError(
+            "--workdir is required: the run folder that holds model.keras "
+            "(or --compare DIR1 DIR2 ... to compare runs)."
+        )
+    report.evaluate_workdir(
+        FLAGS.workdir,
         iwae_samples=FLAGS.iwae_samples,
         max_batches=FLAGS.max_batches,
         mig=FLAGS.mig,
         mig_points=FLAGS.mig_points,
         seed=FLAGS.seed,
+        figures=FLAGS.figures,
+        attribute=FLAGS.attribute,
+        neighbourhood_of=FLAGS.neighbourhood_of,
+        radius=FLAGS.radius,
+        num_directions=FLAGS.num_directions,
+        figure_examples=FLAGS.figure_examples,
+        echo=print,  # the table as soon as it is computed, before the figures
     )
-    evaluation.write_results(os.path.join(workdir, "results.json"), results)
-    print(evaluation.format_table(results))
-    print(f"Results written to {os.path.join(workdir, 'results.json')}")
-    if FLAGS.figures:
-        out_dir = os.path.join(workdir, "figures")
-        paths = figures.write_run_figures(
-            model,
-            config,
-            out_dir,
-            results=results,
-            attribute=attribute,
-            neighbourhood_of=FLAGS.neighbourhood_of,
-            radii=radii,
-            num_directions=FLAGS.num_directions,
-            max_batches=FLAGS.max_batches,
-            figure_examples=FLAGS.figure_examples,
-            seed=FLAGS.seed,
-        )
-        print(f"{len(paths)} figures written to {out_dir}")
-
-
-def _compare(workdirs):
-    from keras_vae import config as config_lib
-    from keras_vae import figures
-
-    output = FLAGS.output or config_lib.default_workdir("compare")
-    summary = figures.compare_runs(
-        workdirs,
-        output,
-        max_batches=FLAGS.max_batches,
-        pca_images=FLAGS.pca_images,
-        seed=0 if FLAGS.seed is None else FLAGS.seed,
-    )
-    print(summary["table"])
-    print(f"Comparison written to {output}")
-
-
-def _usage_error(message):
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
-def main(argv):
-    # Flag combinations first: a usage error should not wait for TensorFlow.
-    if FLAGS.compare:
-        # `--compare DIR1 DIR2`: absl takes DIR1 as the value, the rest stay in argv.
-        workdirs = list(FLAGS.compare) + list(argv[1:])
-        if FLAGS.workdir:
-            return _usage_error("use either --workdir or --compare, not both.")
-    elif len(argv) > 1:
-        return _usage_error(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
-    elif not FLAGS.workdir:
-        return _usage_error(
-            "--workdir is required: the run folder that holds model.keras "
-            "(or --compare DIR1 DIR2 ... to compare runs)."
-        )
-    from keras_vae import config as config_lib
-
-    try:
-        if FLAGS.compare:
-            _compare(workdirs)
-        else:
-            _evaluate_one(FLAGS.workdir)
-    except config_lib.UserError as e:
-        if logging.get_verbosity() >= logging.DEBUG:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
     return 0
 
 
-def _parse_flags(argv):
-    """absl's parser, but a bad flag is a usage error: one line, exit code 2."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-
-
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv)), flags_parser=_parse_flags)
+    cli.run(main)

@@ -49,14 +49,12 @@ from __future__ import annotations
 import contextlib
 import logging as std_logging
 import os
-import zipfile
-import zlib
 
 import keras
 import tensorflow as tf
 from absl import logging
 
-from keras_vae import files
+from keras_vae import files, runs
 from keras_vae.config import UserError
 
 SIGNATURES = (
@@ -198,82 +196,6 @@ def build_export_archive(model):
     return archive
 
 
-def check_finite(model, what, fix):
-    """Raises a UserError `"{what} not finite (...): {fix}"` if a weight is NaN/Inf.
-
-    Args:
-        model: a `VAE`.
-        what: the start of the message, naming the file or the export.
-        fix: what to do about it.
-    """
-    bad = model.nonfinite_variables()
-    if bad:
-        raise UserError(
-            f"{what} not finite (NaN or Inf in {len(bad)} variable(s), e.g. {bad[0]}): {fix}"
-        )
-
-
-def retrain_hint(workdir, lower_learning_rate=False):
-    """How to get a good model.keras back into `workdir`: resume or retrain."""
-    lower = " with a lower --learning_rate" if lower_learning_rate else ""
-    flag = " --learning_rate=LOWER" if lower_learning_rate else ""
-    backup = os.path.join(workdir, "backup")  # training's BACKUP_DIR (training imports us)
-    resume = (
-        f"rerun its training command{lower} to resume from {backup}, or "
-        if os.path.isdir(backup)
-        else ""
-    )
-    return (
-        f"{resume}retrain it: python train.py --workdir={workdir} --restart{flag} "
-        f"with the {'other ' if flag else ''}flags of its config.json."
-    )
-
-
-def _damaged(path):
-    """True if `path` is not a complete zip archive (what a .keras file is)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.testzip() is not None  # the first member with a bad CRC
-    except (zipfile.BadZipFile, EOFError, zlib.error):
-        return True
-
-
-def load_model(path):
-    """The `VAE` saved at `path` (a `.keras` file), checked to be usable.
-
-    Raises:
-        UserError: a truncated, corrupt or foreign file, or non-finite weights;
-            the message names `path` and the fix.
-    """
-    # Registers the package's serializable classes (VAE, Sampling, ...).
-    from keras_vae.models import VAE
-
-    workdir = os.path.dirname(path) or "."
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as e:
-        # Keras reports a damaged zip as "File not found": say what it is.
-        if _damaged(path):
-            raise UserError(
-                f"{path} is corrupt or truncated (not a complete .keras zip archive), e.g. "
-                f"cut short by a full disk or an interrupted copy: {retrain_hint(workdir)}"
-            ) from e
-        raise UserError(
-            f"Cannot load {path} ({type(e).__name__}: {e}); {retrain_hint(workdir)}"
-        ) from e
-    if not isinstance(model, VAE):
-        raise UserError(
-            f"{path} holds a {type(model).__name__}, not a keras_vae VAE: point --workdir "
-            "at a folder written by train.py."
-        )
-    check_finite(
-        model,
-        f"The weights in {path} are",
-        f"the run diverged; {retrain_hint(workdir, lower_learning_rate=True)}",
-    )
-    return model
-
-
 @contextlib.contextmanager
 def _quiet_saving():
     """Holds absl and TensorFlow's Python logger at WARNING, unless --verbosity
@@ -315,7 +237,7 @@ def export_saved_model(model, export_dir):
             Inf (nothing is written then).
     """
     export_dir = os.path.abspath(export_dir)
-    check_finite(
+    runs.check_finite(
         model,
         f"Cannot export to {export_dir}: the model's weights are",
         "a diverged model; retrain it with a lower --learning_rate.",
@@ -336,15 +258,15 @@ def export_workdir(workdir):
 
     Raises:
         UserError: no model in `workdir`, or one that cannot be loaded or
-            exported (see `load_model`).
+            exported (see `keras_vae.runs.load_model`).
     """
-    model_path = os.path.join(workdir, "model.keras")
+    model_path = os.path.join(workdir, runs.MODEL_FILE)
     if not os.path.isfile(model_path):
         raise UserError(
             f"No model at {model_path}: train one first with "
             f"`python train.py --workdir={workdir}`, or point --workdir at a run folder."
         )
-    return export_saved_model(load_model(model_path), os.path.join(workdir, "export"))
+    return export_saved_model(runs.load_model(model_path), os.path.join(workdir, runs.EXPORT_DIR))
 
 
 def _main(argv):

@@ -1,8 +1,10 @@
-"""The real `evaluate.py` end to end on tiny trained runs, its errors, the PCA baseline."""
+"""Tests for keras_vae.report: the real `evaluate.py` end to end on tiny trained
+runs (results.json, every figure, --compare), its errors, and strict JSON out."""
 
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_vae import figures, latent_grids
+from keras_vae import baselines, evaluation, latent_grids, plots, report
+from keras_vae import runs as runs_lib  # `runs` is the fixture of trained runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVALUATE = os.path.join(REPO, "evaluate.py")
@@ -40,8 +43,8 @@ def _grid(rows, cols, side=SIDE):
 
 
 def _labelled(grid_hw):
-    """(width, height) of `figures.labelled_grid_figure` around a grid (scale 1 at 64 px)."""
-    m = figures.GRID_MARGINS
+    """(width, height) of `plots.labelled_grid_figure` around a grid (scale 1 at 64 px)."""
+    m = plots.GRID_MARGINS
     return grid_hw[1] + m["left"] + m["right"], grid_hw[0] + m["top"] + m["bottom"]
 
 
@@ -133,8 +136,8 @@ def test_every_figure_with_its_size(evaluated):
         "latent_scatter.png": (600, 500),  # SCATTER_FIGSIZE (6, 5) * 100 dpi
         "kl_per_dim.png": (700, 400),  # KL_FIGSIZE (7, 4) * 100 dpi
     }
-    assert figures.DPI == 100
-    assert figures.SCATTER_FIGSIZE == (6.0, 5.0) and figures.KL_FIGSIZE == (7.0, 4.0)
+    assert plots.DPI == 100
+    assert plots.SCATTER_FIGSIZE == (6.0, 5.0) and plots.KL_FIGSIZE == (7.0, 4.0)
     assert sorted(os.listdir(os.path.join(workdir, "figures"))) == sorted(expected)
     for name, size in expected.items():
         with Image.open(os.path.join(workdir, "figures", name)) as image:
@@ -151,7 +154,7 @@ def test_grid_pngs_show_the_test_images(evaluated, runs):
 
     workdir, _ = evaluated
     cfg = config_lib.Config.from_json_file(os.path.join(workdir, "config.json"))
-    images, _ = figures.first_examples(figures.load_split(cfg, "test")[0], 8)  # (8, 64, 64, 1)
+    images, _ = runs_lib.first_examples(runs_lib.load_split(cfg, "test")[0], 8)  # (8, 64, 64, 1)
     with Image.open(os.path.join(workdir, "figures", "reconstructions.png")) as image:
         grid = np.asarray(image)  # (519, 519), mode L
     for j in range(8):
@@ -184,7 +187,7 @@ def test_compare(evaluated, runs, tmp_path):
     pca = summary["pca"]["bernoulli"]
     assert pca["sizes"] == [2, 3] and pca["components_used"] == [2, 3]
     assert pca["train_images"] == 64 and pca["test_images"] == 64
-    assert all(0 < v < 4096 * -math.log(figures.BERNOULLI_CLIP) for v in pca["nll"])
+    assert all(0 < v < 4096 * -math.log(baselines.BERNOULLI_CLIP) for v in pca["nll"])
     assert all(v > 0 for v in pca["sse"])
     # The table: stdout and compare.md, header + rule + one line per run.
     with open(out / "compare.md") as f:
@@ -193,10 +196,10 @@ def test_compare(evaluated, runs, tmp_path):
     assert table[2] in proc.stdout
     # Blocks of 4 x 4 cells (259 px) with margins, gaps and label strips.
     block = _grid(4, 4)[0]
-    height = 2 * figures.BLOCK_MARGIN + figures.BLOCK_TITLE + figures.FIGURE_TITLE + block
+    height = 2 * plots.BLOCK_MARGIN + plots.BLOCK_TITLE + plots.FIGURE_TITLE + block
 
     def width(n):
-        return 2 * figures.BLOCK_MARGIN + n * block + (n - 1) * figures.BLOCK_GAP_PX
+        return 2 * plots.BLOCK_MARGIN + n * block + (n - 1) * plots.BLOCK_GAP_PX
 
     expected = {
         "compare_samples.png": (width(2), height),  # (554, 349)
@@ -263,56 +266,53 @@ def test_bad_figure_flags_exit_2_before_evaluating(runs, flag, words):
 
 def test_parse_attribute():
     names = ("shape", "scale")
-    assert figures.parse_attribute(None, names) == ("shape", 1)
-    assert figures.parse_attribute("shape:2", names) == ("shape", 2)
-    assert figures.parse_attribute("scale", names) == ("scale", 1)
-    assert figures.parse_attribute(None, ("Bald", "Smiling")) == ("Smiling", 1)
-    assert figures.parse_attribute("Smiling", ()) is None  # no labels: no attribute
+    assert report.parse_attribute(None, names) == ("shape", 1)
+    assert report.parse_attribute("shape:2", names) == ("shape", 2)
+    assert report.parse_attribute("scale", names) == ("scale", 1)
+    assert report.parse_attribute(None, ("Bald", "Smiling")) == ("Smiling", 1)
+    assert report.parse_attribute("Smiling", ()) is None  # no labels: no attribute
     from keras_vae.config import UsageError
 
     with pytest.raises(UsageError, match="no label 'label'"):
-        figures.parse_attribute("label:3", names)
+        report.parse_attribute("label:3", names)
     with pytest.raises(UsageError, match="must be an integer"):
-        figures.parse_attribute("shape:heart", names)
+        report.parse_attribute("shape:heart", names)
 
 
-@pytest.mark.parametrize("num_train", [40, 400])  # N < P (Gram) and N > P (covariance)
-def test_pca_baseline_is_exact_in_a_subspace(num_train):
-    # Images that lie exactly in a 3-D affine subspace of R^P:
-    # x = 0.5 + 0.1 * c @ B with orthonormal B (3, P) and |c| <= 1, so every
-    # pixel is within 0.5 +- 0.1 * sqrt(3) (inside (0, 1), no Bernoulli clipping).
-    rng = np.random.default_rng(0)
-    side, k = 10, 3
-    pixels = side * side
-    basis = np.linalg.qr(rng.standard_normal((pixels, k)))[0].T  # (k, P), orthonormal rows
+# ---------------------------------------------------------------------------
+# Strict JSON out.
 
-    def images(n):
-        codes = rng.uniform(-1.0, 1.0, (n, k))
-        return (0.5 + 0.1 * codes @ basis).reshape(n, side, side, 1)
 
-    train, test = images(num_train), images(50)
-    sigma = 0.1
-    out = figures.pca_baseline(train, test, [1, 2, 3, 5], "gaussian", gaussian_sigma=sigma)
-    assert out["components_used"] == [1, 2, 3, 5]
-    # Exact at k = 3 (and beyond): squared error ~ 0, and the Gaussian NLL is its
-    # normaliser alone, P * (log(2 pi) / 2 + log sigma) per image.
-    assert out["sse"][2] < 1e-20 and out["sse"][3] < 1e-20
-    golden = pixels * (0.5 * math.log(2 * math.pi) + math.log(sigma))  # = -138.365 nats
-    assert out["nll"][2] == pytest.approx(golden, abs=1e-6)
-    # Fewer components than the subspace: a real error, shrinking with k.
-    assert out["sse"][0] > out["sse"][1] > 1e-3
-    # Bernoulli: an exact reconstruction leaves the entropy of the grey levels,
-    # -sum x log x + (1 - x) log(1 - x) per image.
-    bern = figures.pca_baseline(train, test, [3], "bernoulli")
-    x = test.reshape(50, -1)
-    entropy = -np.sum(x * np.log(x) + (1 - x) * np.log1p(-x), axis=1).mean()
-    assert bern["nll"][0] == pytest.approx(entropy, rel=1e-6)
-    # gaussian_learned: the fitted sigma of an exact fit hits the floor
-    # (mean squared residual 1e-12 -> log sigma = log(1e-6)).
-    learned = figures.pca_baseline(train, test, [3], "gaussian_learned")
-    assert learned["log_scale"][0] == pytest.approx(0.5 * math.log(1e-12))
-    # discretized_logistic: an exact fit wants the sharpest logistic, the
-    # smallest log-scale the likelihood allows (the first of the search grid).
-    logistic = figures.pca_baseline(train, test, [3], "discretized_logistic")
-    assert logistic["log_scale"][0] == pytest.approx(-7.0 - math.log(2.0))
-    assert math.isfinite(logistic["nll"][0])
+def _strict(text):
+    """json.loads that refuses NaN, Infinity and -Infinity."""
+
+    def refuse(token):
+        raise ValueError(f"non-standard JSON constant {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_write_results_is_strict_json(tmp_path):
+    path = tmp_path / "results.json"
+    evaluation.write_results(
+        str(path), {"elbo": float("nan"), "kl": np.float32("inf"), "values": [1.5, -math.inf]}
+    )
+    assert _strict(path.read_text()) == {"elbo": None, "kl": None, "values": [1.5, None]}
+
+
+def test_compare_json_is_strict(runs, tmp_path):
+    """A run whose results.json holds NaN (written by an older version): null in compare.json."""
+    # A copy of the latent_dim-3 run, which evaluate.py never evaluates here.
+    other = str(tmp_path / "other")
+    shutil.copytree(runs[3], other)
+    results = {"elbo": float("nan"), "reconstruction": 2800.0, "kl": 1.5, "iwae_nll": math.inf,
+               "active_units": 0, "num_examples": 16}  # fmt: skip
+    with open(os.path.join(other, "results.json"), "w") as f:
+        f.write(json.dumps(results))  # NaN and Infinity tokens
+    out = tmp_path / "compare"
+    report.compare_runs([runs[3], other], str(out), max_batches=1, pca_images=16, progress=False)
+    summary = _strict((out / "compare.json").read_text())
+    row = summary["rows"][1]
+    assert row["source"] == "results.json"
+    assert row["elbo"] is None and row["iwae_nll"] is None and row["reconstruction"] == 2800.0
+    assert summary["rows"][0]["source"] == "computed" and summary["rows"][0]["elbo"] < 0

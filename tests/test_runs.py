@@ -1,4 +1,5 @@
-"""evaluate.py (and `python -m keras_vae.export`) on broken run folders.
+"""Tests for keras_vae.runs: the checks of a run folder, in-process and through
+evaluate.py (and `python -m keras_vae.export`) on broken run folders.
 
 Each fault ends with one `error:` line naming the file or folder and the fix,
 exit code 1, before any evaluation (no INFO line on stderr) and with every
@@ -10,8 +11,6 @@ give the files train.py writes, which is all these checks read.
 """
 
 import contextlib
-import json
-import math
 import os
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import numpy as np
 import pytest
 
 from keras_vae import config as config_lib
-from keras_vae import evaluation, export, figures, training
+from keras_vae import networks, runs, training
 from keras_vae.config import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,6 +34,16 @@ SHAPE = (64, 64, 1)
 # What the OS says about a write into a read-only folder (see `read_only`).
 READ_ONLY = "Read-only file system" if os.geteuid() == 0 else "Permission denied"
 UNWRITABLE = "make it writable (chmod u+w, or remount it read-write)"
+
+
+def _weights(config, image_shape=SHAPE):
+    """The weights of `config`'s networks, by `networks.estimate_size` (exact:
+    tests/test_faults.py checks it against `count_params()`)."""
+    params, _ = networks.estimate_size(
+        image_shape, config.latent_dim, config.network, config.likelihood, config.widths,
+        config.dense_units, config.per_channel_scale,
+    )  # fmt: skip
+    return params
 
 
 def _run(args, module=False):
@@ -162,12 +171,12 @@ def test_read_only_compare_output_fails_before_comparing(good_run, tmp_path):
 
 
 def test_check_writable(tmp_path):
-    figures.check_writable(str(tmp_path))
+    runs.check_writable(str(tmp_path))
     assert os.listdir(tmp_path) == []  # the probe file is gone
-    figures.check_writable(str(tmp_path / "missing"))  # created later, by makedirs
+    runs.check_writable(str(tmp_path / "missing"))  # created later, by makedirs
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError) as info:
-        figures.check_writable(str(tmp_path / "file"))
+        runs.check_writable(str(tmp_path / "file"))
     assert str(info.value) == (
         f"Cannot write into {tmp_path / 'file'}: it is a file; remove it or move it away."
     )
@@ -193,10 +202,11 @@ def test_nonfinite_weights_refused_by_evaluate_and_export(tmp_path):
 
 def test_nonfinite_weights_with_a_backup_say_resume(tmp_path):
     workdir, variable = make_run(tmp_path / "run", nan=True)
-    backup = os.path.join(workdir, training.BACKUP_DIR)
+    assert runs.BACKUP_DIR == training.BACKUP_DIR  # the folder training writes
+    backup = os.path.join(workdir, runs.BACKUP_DIR)
     os.makedirs(backup)
     with pytest.raises(UserError) as info:
-        figures.load_run(workdir)
+        runs.load_run(workdir)
     assert str(info.value).endswith(
         f"the run diverged; rerun its training command with a lower --learning_rate to "
         f"resume from {backup}, or retrain it: python train.py --workdir={workdir} --restart "
@@ -228,8 +238,12 @@ def _mixed(workdir, differences):
             "latent_dim 3 in the model, 10 in config.json; "
             "likelihood 'gaussian' in the model, 'bernoulli' in config.json",
         ),
+        # Which of network, widths, dense_units differs cannot be told from
+        # the model's public face; the number of its weights can.
         (dict(network="mlp", widths=(16,)), {}, SHAPE,
-         "network 'mlp' in the model, 'conv' in config.json"),
+         f"network weights {_weights(CONFIG.replace(network='mlp', widths=(16,)))} in the "
+         f"model, {_weights(CONFIG)} from config.json's network, widths, dense_units, "
+         "per_channel_scale"),
         ({}, dict(image_size=32), SHAPE,
          "image_size (64, 64) in the model, (32, 32) in config.json"),
         # No image_size in config.json: the data's shape tells.
@@ -253,11 +267,22 @@ def test_model_of_another_run_is_refused(
 
 
 def test_model_differences(tmp_path):
-    """Every field the loaded model shows, compared in-process."""
+    """Every field the loaded model shows, compared in-process.
+
+    The networks (network, widths, dense_units, per_channel_scale) are
+    compared by their number of weights, as `networks.estimate_size` gives
+    it for config.json at the model's latent size, likelihood and images.
+    """
     cases = {
         "same": ({}, []),
-        "widths": (dict(widths=(8, 8, 16, 32)), [("widths", (8, 8, 16, 32), (8, 8, 16, 16))]),
-        "dense_units": (dict(dense_units=64), [("dense_units", 64, 32)]),
+        "widths": (
+            dict(widths=(8, 8, 16, 32)),
+            [("weights", _weights(CONFIG.replace(widths=(8, 8, 16, 32))), _weights(CONFIG))],
+        ),
+        "dense_units": (
+            dict(dense_units=64),
+            [("weights", _weights(CONFIG.replace(dense_units=64)), _weights(CONFIG))],
+        ),
         "beta": (dict(beta=4.0), [("beta", 4.0, 1.0)]),
         "free_bits": (dict(free_bits=0.5), [("free_bits", 0.5, 0.0)]),
         "seed": (dict(seed=7), [("seed", 7, 0)]),
@@ -265,31 +290,60 @@ def test_model_differences(tmp_path):
     for name, (changes, expected) in cases.items():
         workdir, _ = make_run(tmp_path / name, model_config=CONFIG.replace(**changes))
         config = config_lib.Config.from_json_file(os.path.join(workdir, "config.json"))
-        model = export.load_model(os.path.join(workdir, "model.keras"))
-        assert figures.model_differences(config, model) == expected, name
-    # An mlp run: its widths are read back from the Dense layers.
+        model = runs.load_model(os.path.join(workdir, "model.keras"))
+        assert runs.model_differences(config, model) == expected, name
+        if name in ("widths", "dense_units"):
+            assert expected[0][1] != expected[0][2], name  # the change shows in the count
+    # An mlp run: the same count for its own config, another for other widths or a conv net.
     mlp = CONFIG.replace(network="mlp", widths=(16, 8))
     workdir, _ = make_run(tmp_path / "mlp", config=mlp)
-    model = export.load_model(os.path.join(workdir, "model.keras"))
-    assert figures.model_differences(mlp, model) == []
-    assert figures.model_differences(mlp.replace(widths=(16, 4)), model) == [
-        ("widths", (16, 8), (16, 4))
+    model = runs.load_model(os.path.join(workdir, "model.keras"))
+    assert runs.network_weights(model) == _weights(mlp)
+    assert runs.model_differences(mlp, model) == []
+    assert runs.model_differences(mlp.replace(widths=(16, 4)), model) == [
+        ("weights", _weights(mlp), _weights(mlp.replace(widths=(16, 4))))
     ]
-    assert figures.model_differences(CONFIG, model) == [("network", "mlp", "conv")]
+    assert runs.model_differences(CONFIG, model) == [("weights", _weights(mlp), _weights(CONFIG))]
+    # A network this version cannot build: no count to match.
+    assert runs.model_differences(mlp.replace(network="resnet"), model) == [
+        ("weights", _weights(mlp), None)
+    ]
     # gaussian / gaussian_learned options.
     gaussian = CONFIG.replace(likelihood="gaussian", gaussian_sigma=0.2)
     workdir, _ = make_run(tmp_path / "gaussian", model_config=gaussian)
-    model = export.load_model(os.path.join(workdir, "model.keras"))
-    assert figures.model_differences(gaussian.replace(gaussian_sigma=0.1), model) == [
+    model = runs.load_model(os.path.join(workdir, "model.keras"))
+    assert runs.model_differences(gaussian.replace(gaussian_sigma=0.1), model) == [
         ("gaussian_sigma", 0.2, 0.1)
     ]
+    # per_channel_scale: one learned sigma per channel, 3 weights on RGB images
+    # instead of 1. (On 1-channel images the two are the same model.)
     learned = CONFIG.replace(likelihood="gaussian_learned", per_channel_scale=True)
-    workdir, _ = make_run(tmp_path / "learned", model_config=learned)
-    model = export.load_model(os.path.join(workdir, "model.keras"))
-    assert figures.model_differences(learned, model) == []
-    assert figures.model_differences(learned.replace(per_channel_scale=False), model) == [
-        ("per_channel_scale", True, False)
+    rgb = (64, 64, 3)
+    workdir, _ = make_run(tmp_path / "learned", model_config=learned, image_shape=rgb)
+    model = runs.load_model(os.path.join(workdir, "model.keras"))
+    assert runs.model_differences(learned, model) == []
+    shared = learned.replace(per_channel_scale=False)
+    assert _weights(learned, rgb) == _weights(shared, rgb) + 2
+    assert runs.model_differences(shared, model) == [
+        ("weights", _weights(learned, rgb), _weights(shared, rgb))
     ]
+
+
+def test_describe_difference():
+    assert runs.describe_difference("latent_dim", 3, 10) == (
+        "latent_dim 3 in the model, 10 in config.json"
+    )
+    assert runs.describe_difference("likelihood", "gaussian", "bernoulli") == (
+        "likelihood 'gaussian' in the model, 'bernoulli' in config.json"
+    )
+    assert runs.describe_difference("weights", 20465, 150377) == (
+        "network weights 20465 in the model, 150377 from config.json's network, widths, "
+        "dense_units, per_channel_scale"
+    )
+    assert runs.describe_difference("weights", 20465, None) == (
+        "network weights 20465 in the model, none from config.json's network, widths, "
+        "dense_units, per_channel_scale"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -335,42 +389,5 @@ def test_damaged_member_of_a_complete_zip(good_run, tmp_path):
     workdir.mkdir()
     (workdir / "model.keras").write_bytes(bytes(data))
     with pytest.raises(UserError) as info:
-        export.load_model(str(workdir / "model.keras"))
+        runs.load_model(str(workdir / "model.keras"))
     assert f"error: {info.value}" == _corrupt(workdir, workdir / "model.keras")
-
-
-# ---------------------------------------------------------------------------
-# Strict JSON out.
-
-
-def _strict(text):
-    """json.loads that refuses NaN, Infinity and -Infinity."""
-
-    def refuse(token):
-        raise ValueError(f"non-standard JSON constant {token}")
-
-    return json.loads(text, parse_constant=refuse)
-
-
-def test_write_results_is_strict_json(tmp_path):
-    path = tmp_path / "results.json"
-    evaluation.write_results(
-        str(path), {"elbo": float("nan"), "kl": np.float32("inf"), "values": [1.5, -math.inf]}
-    )
-    assert _strict(path.read_text()) == {"elbo": None, "kl": None, "values": [1.5, None]}
-
-
-def test_compare_json_is_strict(good_run, tmp_path):
-    """A run whose results.json holds NaN (written by an older version): null in compare.json."""
-    other, _ = make_run(tmp_path / "other", model_config=CONFIG.replace(seed=0))
-    results = {"elbo": float("nan"), "reconstruction": 2800.0, "kl": 1.5, "iwae_nll": math.inf,
-               "active_units": 0, "num_examples": 16}  # fmt: skip
-    with open(os.path.join(other, "results.json"), "w") as f:
-        f.write(json.dumps(results))  # NaN and Infinity tokens
-    out = tmp_path / "compare"
-    figures.compare_runs([good_run, other], str(out), max_batches=1, pca_images=16, progress=False)
-    summary = _strict((out / "compare.json").read_text())
-    row = summary["rows"][1]
-    assert row["source"] == "results.json"
-    assert row["elbo"] is None and row["iwae_nll"] is None and row["reconstruction"] == 2800.0
-    assert summary["rows"][0]["source"] == "computed" and summary["rows"][0]["elbo"] < 0

@@ -1,0 +1,242 @@
+"""Comparison of trained runs of one dataset (`compare_runs`).
+
+A table of ELBO, reconstruction, KL, bits/dim, active units (and the IWAE NLL
+where a run has `results.json`), `compare_samples.png`,
+`compare_reconstructions.png` (one labelled block per run) and
+`latent_size.png`, reconstruction and KL against latent_dim with a PCA
+baseline (`keras_vae.baselines`). Units: nats per image.
+
+The models are used through their public methods only (`encode`, `decode`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import numpy as np
+from absl import logging
+
+from keras_vae import baselines, evaluation, grids, latent_grids, likelihoods, plots, runs
+from keras_vae import files as files_lib
+from keras_vae.config import UsageError
+
+COMPARE_IMAGES = 16  # cells per block of the comparison grids, 4 x 4
+COMPARE_COLUMNS = 4
+COMPARE_COLUMNS_TABLE = (
+    # key, header, format
+    ("name", "run", "{}"),
+    ("network", "model", "{}"),
+    ("latent_dim", "latent", "{:d}"),
+    ("likelihood", "likelihood", "{}"),
+    ("elbo", "ELBO [nats]", "{:.2f}"),
+    ("reconstruction", "recon. [nats]", "{:.2f}"),
+    ("kl", "KL [nats]", "{:.2f}"),
+    ("elbo_bits_per_dim", "-ELBO [bits/dim]", "{:.4f}"),
+    ("iwae_nll", "IWAE NLL [nats]", "{:.2f}"),
+    ("iwae_bits_per_dim", "IWAE [bits/dim]", "{:.4f}"),
+    ("active_units", "active units", "{:d}"),
+    ("num_examples", "test images", "{:d}"),
+    ("source", "from", "{}"),
+)
+# The metrics of a run that a row of the comparison shows.
+_ROW_METRICS = (
+    "elbo",
+    "reconstruction",
+    "kl",
+    "elbo_bits_per_dim",
+    "iwae_nll",
+    "iwae_bits_per_dim",
+    "iwae_samples",
+    "active_units",
+    "num_examples",
+)
+
+
+def format_compare_table(rows):
+    """A Markdown table of the compared runs (missing values are '-')."""
+    header = [h for _, h, _ in COMPARE_COLUMNS_TABLE]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in rows:
+        cells = [
+            fmt.format(row[key]) if row.get(key) is not None else "-"
+            for key, _, fmt in COMPARE_COLUMNS_TABLE
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _run_name(workdir):
+    return os.path.basename(os.path.normpath(workdir)) or workdir
+
+
+def _check_comparable(workdirs, configs):
+    datasets = {c.dataset for c in configs}
+    if len(datasets) > 1:
+        listing = ", ".join(
+            f"{_run_name(w)}={c.dataset}" for w, c in zip(workdirs, configs, strict=True)
+        )
+        raise UsageError(
+            f"--compare needs runs on one dataset; these differ ({listing}): "
+            "compare runs of the same --dataset."
+        )
+    sizes = {c.image_size for c in configs}
+    if len(sizes) > 1:
+        raise UsageError(
+            f"--compare needs runs at one image size; these differ ({sorted(map(str, sizes))})."
+        )
+
+
+def compare_runs(workdirs, output, *, max_batches=None, pca_images=2000, seed=0, progress=True):
+    """Compares trained runs of one dataset: a table, side-by-side grids, latent size.
+
+    For each run the test metrics come from its `results.json` when present
+    (written by `evaluate.py`, with the IWAE NLL), else they are computed
+    here: ELBO only (one draw), over `max_batches` test batches. Writes
+    into `output`:
+
+    - `compare.json`: the rows, the PCA baseline and what is plotted;
+    - `compare.md`: `format_compare_table` of the rows;
+    - `compare_samples.png`: 16 prior samples per run (seeded noise), one
+      labelled block per run (`plots.block_figure`);
+    - `compare_reconstructions.png`: the first 16 test images, then one block
+      of their reconstructions per run;
+    - `latent_size.png`: `plots.latent_size_figure`, with the PCA baseline
+      fitted on the first `pca_images` train images and scored on the first
+      `pca_images` test images.
+
+    Args:
+        workdirs: run folders (with `config.json` and `model.keras`).
+        output: folder to write to (created).
+        max_batches: batch limit of the computed metrics (None: all).
+        pca_images: train (and test) images of the PCA baseline.
+        seed: seed of the prior samples and the computed ELBO.
+        progress: progress bars while computing.
+
+    Returns:
+        dict: `rows` (one dict per run), `pca` (by likelihood), `files`.
+
+    Raises:
+        UsageError: runs on different datasets or image sizes.
+        UserError: a folder without a trained run.
+    """
+    configs = [runs.read_config(w) for w in workdirs]  # before any model is loaded
+    _check_comparable(workdirs, configs)
+    runs.makedirs(output)
+    runs.check_writable(output, "or pass another --output")  # before the work, not after
+    names = [_run_name(w) for w in workdirs]
+    if len(set(names)) < len(names):  # same folder names under different parents
+        names = [os.path.normpath(w) for w in workdirs]
+
+    test_ds, info = runs.load_split(configs[0], "test")
+    inputs, _ = runs.first_examples(test_ds, COMPARE_IMAGES)
+    tile = dict(cols=COMPARE_COLUMNS)
+    sample_blocks, recon_blocks = [], [("test images\n(inputs)", grids.tile(inputs, **tile))]
+    rows = []
+    for workdir, name, config in zip(workdirs, names, configs, strict=True):
+        _, model = runs.load_run(workdir)
+        runs.check_image_shape(workdir, model, info.image_shape)
+        results_path = os.path.join(workdir, runs.RESULTS_FILE)
+        if os.path.isfile(results_path):
+            with open(results_path) as f:
+                metrics = json.load(f)
+            source = runs.RESULTS_FILE
+        else:
+            run_ds, _ = runs.load_split(config, "test")
+            metrics = evaluation.evaluate_model(
+                model,
+                run_ds,
+                iwae_samples=0,
+                max_batches=max_batches,
+                seed=seed,
+                progress=progress,
+            )
+            source = "computed"
+        row = {
+            "name": name,
+            "workdir": workdir,
+            "network": config.network,
+            "latent_dim": int(model.latent_dim),
+            "likelihood": config.likelihood,
+            "gaussian_sigma": config.gaussian_sigma,
+            "beta": config.beta,
+            "source": source,
+        }
+        row.update({key: metrics.get(key) for key in _ROW_METRICS})
+        rows.append(row)
+        label = f"{name}\n{config.network}, latent_dim {row['latent_dim']}"
+        noise = latent_grids.prior_noise(COMPARE_IMAGES, row["latent_dim"], seed)
+        samples = latent_grids.decode_codes(model, noise)
+        sample_blocks.append((label, grids.tile(samples, **tile)))
+        mean, _ = model.encode(inputs)
+        recon = latent_grids.decode_codes(model, np.asarray(mean))
+        recon_blocks.append((label, grids.tile(recon, **tile)))
+        del model
+        keras.backend.clear_session()  # the next run's layers start from a clean graph
+
+    files = {
+        "compare_samples": os.path.join(output, "compare_samples.png"),
+        "compare_reconstructions": os.path.join(output, "compare_reconstructions.png"),
+    }
+    plots.block_figure(
+        files["compare_samples"],
+        sample_blocks,
+        cell_height=inputs.shape[1],
+        title=f"Prior samples (temperature 1, seed {seed})",
+    )
+    plots.block_figure(
+        files["compare_reconstructions"],
+        recon_blocks,
+        cell_height=inputs.shape[1],
+        title="Reconstructions (decoded posterior means) of the same test images",
+    )
+
+    # PCA at the runs' latent sizes, in the units of each likelihood present,
+    # one baseline per likelihood and options (e.g. "gaussian sigma=0.1").
+    sizes = sorted({r["latent_dim"] for r in rows})
+    train_ds, _ = runs.load_split(configs[0], "train")
+    train, _ = runs.first_examples(train_ds, pca_images)
+    test, _ = runs.first_examples(test_ds, pca_images)
+    pca = {}
+    for config in configs:
+        lik = likelihoods.get(config.likelihood, sigma=config.gaussian_sigma)
+        key = " ".join([lik.name] + [f"{o}={getattr(lik, o):g}" for o in lik.options])
+        if key not in pca:
+            pca[key] = baselines.pca_baseline(
+                train, test, sizes, config.likelihood, config.gaussian_sigma
+            )
+    if len(pca) > 1:
+        logging.warning(
+            "The runs use different likelihoods (%s): their reconstruction terms "
+            "are in different units.",
+            ", ".join(pca),
+        )
+    files["latent_size"] = os.path.join(output, "latent_size.png")
+    plots.latent_size_figure(files["latent_size"], rows, pca)
+
+    table = format_compare_table(rows)
+    clip = baselines.BERNOULLI_CLIP
+    summary = {
+        "dataset": configs[0].dataset,
+        "rows": rows,
+        "pca": pca,
+        "latent_size_png": (
+            "Left: each run's test reconstruction term -E_q log p(x|z) in nats per image "
+            "against latent_dim (one line per network); dashed: PCA with k = latent_dim "
+            "components fitted on the first train images, scored on the first test images "
+            "as -log p(x | PCA reconstruction) under the runs' likelihood (bernoulli: "
+            f"probabilities clipped to [{clip:g}, {1 - clip:g}]; gaussian: "
+            "the run's sigma; gaussian_learned / discretized_logistic: one scale fitted on "
+            "the train images). Right: each run's test KL in nats per image."
+        ),
+        "files": files,
+    }
+    files["compare_md"] = os.path.join(output, "compare.md")
+    files["compare_json"] = os.path.join(output, "compare.json")
+    files_lib.atomic_write_text(
+        files["compare_md"], f"# Comparison on {configs[0].dataset}\n\n{table}\n"
+    )
+    evaluation.write_results(files["compare_json"], summary)
+    summary["table"] = table
+    return summary
