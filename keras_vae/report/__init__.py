@@ -24,7 +24,7 @@ import os
 
 from absl import logging
 
-from keras_vae import evaluation, runs
+from keras_vae import disentanglement, evaluation, runs
 from keras_vae.report.compare import COMPARE_COLUMNS_TABLE, compare_runs, format_compare_table
 from keras_vae.report.run_figures import (
     GRID_FILES,
@@ -179,7 +179,7 @@ def evaluate_run(
         elif model.latent_dim < 2:
             logging.info("MIG needs latent_dim >= 2: skipped.")
         else:
-            results["mig"] = evaluation.compute_mig_on_shapes(
+            results["mig"] = disentanglement.compute_mig_on_shapes(
                 model, num_points=mig_points, seed=seed
             )
             results["mig_points"] = int(mig_points)
