@@ -13,7 +13,8 @@ to the public methods of `VAE` (`encode`, `decode`, `sample`, `reconstruct`,
 
 import keras
 
-from keras_vae.models.vae import VAE, beta_at
+from keras_vae.models.schedules import beta_at
+from keras_vae.models.vae import VAE
 
 # Name (the `--model` flag, `Config.model`) -> class.
 MODELS = {
