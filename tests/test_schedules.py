@@ -1,8 +1,8 @@
 """Tests for keras_vae.models.schedules: the KL weight's schedules by hand."""
 
+import keras
 import numpy as np
 import pytest
-import keras
 from keras import ops
 
 from keras_vae.models.schedules import beta_at
