@@ -13,8 +13,8 @@ from keras_vae import _quiet_import
 
 _quiet_import.import_tensorflow()
 
-from keras_vae.layers import LearnedScale, Sampling, SoftClip  # noqa: E402
 from keras_vae import models  # noqa: E402
+from keras_vae.layers import LearnedScale, Sampling, SoftClip  # noqa: E402
 from keras_vae.models import VAE, beta_at  # noqa: E402
 from keras_vae.networks import build_decoder, build_encoder  # noqa: E402
 

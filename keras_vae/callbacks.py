@@ -59,7 +59,7 @@ class LatentSummaries(keras.callbacks.Callback):
     cores for the `shapes` preset, under 1% of its ~40 s epoch.
 
     The traversal shows at most `max_traversal_dims` dimensions, the most
-    informative ones (largest mean KL over `images`, `grids.order_by_kl`);
+    informative ones (largest mean KL over `images`, `walks.order_by_kl`);
     with a large latent (e.g. 128) the collapsed dimensions beyond them carry
     nothing worth a row. KL per dimension and active units are estimates from
     the held-out batch only.

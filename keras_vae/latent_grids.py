@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from keras_vae import grids, likelihoods
+from keras_vae import grids, likelihoods, walks
 from keras_vae.config import UserError
 
 # Pixels of `pad_value` between the row blocks of one image (e.g. between the
@@ -181,7 +181,7 @@ def latent_statistics(model, images, max_traversal_dims=16):
     # images: (N, D) -> (D,).
     kl = np.asarray(likelihoods.gaussian_kl_per_dim(mean, log_var), dtype=np.float64)
     kl_per_dim = kl.mean(axis=0)
-    order = grids.order_by_kl(kl_per_dim)
+    order = walks.order_by_kl(kl_per_dim)
     count, variances = active_units(mean)
     return {
         "mean": mean,
@@ -251,16 +251,16 @@ def image_grids(
     sample_codes = np.concatenate([t * eps for t in temperatures])  # (T*S, D)
     interp_codes = np.stack(
         [
-            grids.interpolate(mean[i], mean[j], interpolation_steps, method)
-            for method in grids.INTERPOLATION_METHODS
+            walks.interpolate(mean[i], mean[j], interpolation_steps, method)
+            for method in walks.INTERPOLATION_METHODS
             for i, j in pairs
         ]
     )  # (2 * P, steps, D): linear rows, then slerp rows
-    values = grids.traversal_values(-traversal_range, traversal_range, traversal_steps)  # (K,)
+    values = walks.traversal_values(-traversal_range, traversal_range, traversal_steps)  # (K,)
     dims = stats["traversal_dims"]  # (R,)
     base = mean[traversal_index]
-    traversal = grids.traversal(base, dims, values)  # (R, K, D)
-    traversal_origin = grids.traversal(np.zeros_like(base), dims, values)  # (R, K, D)
+    traversal = walks.traversal(base, dims, values)  # (R, K, D)
+    traversal_origin = walks.traversal(np.zeros_like(base), dims, values)  # (R, K, D)
     parts = {
         "recon": recon_codes,
         "samples": sample_codes,
@@ -269,7 +269,7 @@ def image_grids(
         "traversal_origin": traversal_origin.reshape(-1, latent_dim),
     }
     if latent_dim == 2:
-        parts["manifold"] = grids.manifold_grid(manifold_size)  # (n * n, 2)
+        parts["manifold"] = walks.manifold_grid(manifold_size)  # (n * n, 2)
     ends = np.cumsum([len(codes) for codes in parts.values()])
     decoded = decode_codes(
         model, np.concatenate(list(parts.values())), decode_batch_size

@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from keras_vae import files as files_lib
-from keras_vae import grids
+from keras_vae import grids, walks
 
 DPI = 100
 # Margins in pixels around an image grid in a labelled figure: room for the
@@ -198,7 +198,7 @@ def kl_figure(path, kl_per_dim, variances, threshold):
     """
     kl = np.asarray(kl_per_dim, dtype=np.float64)
     active = np.asarray(variances, dtype=np.float64) > threshold
-    order = grids.order_by_kl(kl)
+    order = walks.order_by_kl(kl)
     fig = _figure(KL_FIGSIZE[0] * DPI, KL_FIGSIZE[1] * DPI)
     ax = fig.add_subplot(1, 1, 1)
     positions = np.arange(len(kl))

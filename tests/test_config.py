@@ -6,7 +6,6 @@ import datetime
 import pytest
 
 import keras_vae
-
 from keras_vae import config as config_lib
 from keras_vae.config import Config, UsageError
 

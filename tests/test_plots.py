@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_vae import grids, plots
+from keras_vae import grids, plots, walks
 
 
 def _png(path):
@@ -130,7 +130,7 @@ def test_run_figures_layout(tmp_path):
     assert size == expected(4, 6)  # the input, then 5 strengths
     sizes["m.png"] = size = plots.manifold_figure(
         str(tmp_path / "m.png"), grids.tile(_cells(9, 16), cols=3), cell_shape=(16, 16),
-        axis=grids.manifold_axis(3),
+        axis=walks.manifold_axis(3),
     )  # fmt: skip
     assert size == expected(3, 3)
     for name, size in sizes.items():

@@ -32,7 +32,7 @@ import os
 import numpy as np
 from absl import logging
 
-from keras_vae import evaluation, grids, latent_grids, plots, runs
+from keras_vae import evaluation, latent_grids, plots, runs, walks
 from keras_vae.config import UsageError, UserError
 
 # Grids of one run, as the callback's tags -> file names.
@@ -243,12 +243,12 @@ def write_run_figures(
             out("manifold_axes.png"),
             tiles["images/manifold"],
             cell_shape=cell,
-            axis=grids.manifold_axis(MANIFOLD_SIZE),
+            axis=walks.manifold_axis(MANIFOLD_SIZE),
         )
 
     # Latent scatter: the two dimensions with the largest KL over the test data.
     kl_per_dim = np.asarray(results["kl_per_dim"], dtype=np.float64)
-    dims = [int(d) for d in grids.order_by_kl(kl_per_dim)[:2]]
+    dims = [int(d) for d in walks.order_by_kl(kl_per_dim)[:2]]
     plots.scatter_figure(
         out("latent_scatter.png"), means[:, dims], dims, colour_labels, colour_name
     )
@@ -299,7 +299,7 @@ def _directions_figure(model, path, means, num_directions):
     k = min(num_directions, means.shape[0], means.shape[1])
     if k < num_directions:
         logging.info("Principal directions: %d asked, %d exist (min(N, D)).", num_directions, k)
-    directions = grids.principal_directions(means, k)  # (k, D)
+    directions = walks.principal_directions(means, k)  # (k, D)
     centre = means.mean(axis=0).astype(np.float64)  # (D,)
     spread = (means - centre) @ directions.T  # (N, k): coordinates on each axis
     sds = spread.std(axis=0)  # (k,)
@@ -323,7 +323,7 @@ def _attribute_figure(model, path, means, labels, all_means, all_labels, kept, a
     name, value = attribute
     mask = labels[name] == value
     try:
-        vector = grids.attribute_vector(means, mask)  # (D,)
+        vector = walks.attribute_vector(means, mask)  # (D,)
     except ValueError:
         logging.warning(
             "No attribute_vector.png: %d of %d test codes have %s == %d; both groups "
