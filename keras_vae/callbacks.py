@@ -320,6 +320,7 @@ class Diverged(Exception):
         self.step = step
         self.reason = reason
 
+
 class Preempted(Exception):
     """SIGTERM or Ctrl-C: the run stops after a backup of its current step."""
 
@@ -327,9 +328,11 @@ class Preempted(Exception):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 
+
 def step_of(model):
     """Training steps `model` has taken (its saved `kl_step` counter)."""
     return int(keras.ops.convert_to_numpy(model.kl_step))
+
 
 def check_finite(model):
     """Raises `Diverged` if any weight or optimizer variable is NaN/Inf.
@@ -338,6 +341,7 @@ def check_finite(model):
     """
     if model.nonfinite_variables():
         raise Diverged(step_of(model), "nonfinite")
+
 
 class NonFiniteGuard(keras.callbacks.Callback):
     """Stops a run before it can save a state that is not worth keeping.
@@ -369,6 +373,7 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         check_finite(self.model)
+
 
 class PreemptionGuard(keras.callbacks.Callback):
     """Turns SIGTERM and SIGINT (Ctrl-C) into a backup and a clean stop.

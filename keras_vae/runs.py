@@ -40,6 +40,9 @@ BACKUP_DIR = "backup"
 RESULTS_FILE = "results.json"
 FIGURES_DIR = "figures"
 EXPORT_DIR = "export"
+HISTORY_FILE = "history.json"
+SUMMARY_FILE = "train_summary.json"  # test metrics; its presence marks a finished run
+TENSORBOARD_DIR = "tensorboard"
 
 # The config fields that shape the networks beyond latent_dim, likelihood and
 # the image shape: a model that differs in one of them has another number of

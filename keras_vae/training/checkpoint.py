@@ -22,14 +22,24 @@ from absl import logging
 from keras_vae import files
 from keras_vae.callbacks import check_finite, step_of
 from keras_vae.config import OPERATIONAL_FIELDS, Config, UsageError, UserError
+from keras_vae.runs import (  # the run folder's names belong to runs.py
+    BACKUP_DIR,
+    EXPORT_DIR,
+    FIGURES_DIR,
+    HISTORY_FILE,
+    MODEL_FILE,
+    RESULTS_FILE,
+    SUMMARY_FILE,
+    TENSORBOARD_DIR,
+)
 
-SUMMARY_FILE = "train_summary.json"
-BACKUP_DIR = "backup"
 _WEIGHTS = "weights.weights.h5"
 _STATE = "state.json"
 
+
 def _ignore(*args):
     pass
+
 
 def _check_space(path, model):
     """Refuses to start a save that cannot fit on the disk.
@@ -56,6 +66,7 @@ def _check_space(path, model):
             f"{free / 2**20:.1f} MiB are free on its disk. Free some space, then rerun the "
             "same command to resume (the previous files are intact)."
         )
+
 
 def write_or_explain(path, write):
     """Runs `write()`, which saves `path`; a failed write (full disk, I/O
@@ -86,12 +97,14 @@ def write_or_explain(path, write):
     error.hard_exit = True
     raise error
 
+
 def save_model_atomic(model, path):
     """`model.save(path)` through a temporary `.keras` file and a rename,
     after checking that every value is finite (else `Diverged`)."""
     check_finite(model)
     _check_space(path, model)
     write_or_explain(path, lambda: files.atomic_save(path, model.save, suffix=".keras"))
+
 
 class AtomicModelSaver(keras.callbacks.Callback):
     """Saves the model to `path` at the end of every epoch, atomically."""
@@ -102,6 +115,7 @@ class AtomicModelSaver(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         save_model_atomic(self.model, self.path)
+
 
 class Backup(keras.callbacks.Callback):
     """Resume state every `every_steps` steps and at each epoch's end.
@@ -144,6 +158,7 @@ class Backup(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.save()
 
+
 def restore_backup(model, backup_dir):
     """Loads the resume state into a freshly built, compiled `model`.
 
@@ -182,6 +197,7 @@ def restore_backup(model, backup_dir):
         )
     return step
 
+
 class EpochHistory(keras.callbacks.Callback):
     """Writes `history.json` ({key: [value per epoch]}) after every epoch.
 
@@ -202,6 +218,7 @@ class EpochHistory(keras.callbacks.Callback):
             values.append(float(value))
         # Strict JSON: a NaN is written as null.
         write_or_explain(self.path, lambda: files.write_json(self.path, self.history))
+
 
 def check_workdir(config, workdir, restart=False):
     """Refuses to clobber a finished run or to resume one with other settings.
@@ -243,6 +260,7 @@ def check_workdir(config, workdir, restart=False):
         )
     return saved
 
+
 def read_history(path):
     """A run's `history.json` ({key: [value per epoch]}), {} if there is none.
 
@@ -267,8 +285,10 @@ def read_history(path):
 # What a run writes; --restart removes all of it (evaluate.py's results and
 # figures too: they describe the old model).
 
-_RUN_FILES = ("model.keras", "history.json", SUMMARY_FILE, "results.json")
-_RUN_DIRS = (BACKUP_DIR, "tensorboard", "export", "figures")
+
+_RUN_FILES = (MODEL_FILE, HISTORY_FILE, SUMMARY_FILE, RESULTS_FILE)
+_RUN_DIRS = (BACKUP_DIR, TENSORBOARD_DIR, EXPORT_DIR, FIGURES_DIR)
+
 
 def clear_run(workdir):
     """--restart: removes what the previous run in `workdir` left."""
@@ -278,6 +298,7 @@ def clear_run(workdir):
         path = os.path.join(workdir, name)
         if os.path.exists(path):
             os.remove(path)
+
 
 def backup_step(backup_dir):
     """The step of the backup in `backup_dir`, or None if it has none."""

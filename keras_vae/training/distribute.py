@@ -39,12 +39,14 @@ class Runtime:
         # `strategy.run` instead, which trains identically on both workers.
         return self.kind == "multi_worker"
 
+
 def _tf_config_tasks():
     try:
         cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
     except ValueError as e:
         raise UsageError(f"TF_CONFIG is not valid JSON ({e}): fix or unset it.") from e
     return sum(len(tasks) for tasks in cluster.values())
+
 
 def _is_chief(strategy):
     """The chief writes: task `chief`, or worker 0 when the cluster has no chief."""
@@ -55,6 +57,7 @@ def _is_chief(strategy):
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
 
 def make_runtime(config):
     """Creates the strategy and sets the dtype policy; call before other TF work.
@@ -111,6 +114,7 @@ def make_runtime(config):
     runtime = Runtime(strategy, kind, _is_chief(strategy), policy, jit)
     return runtime
 
+
 def distributed_fit(
     model,
     strategy,
@@ -163,6 +167,7 @@ def distributed_fit(
         if model.stop_training:
             break
     callback_list.on_train_end()
+
 
 def distributed_evaluate(model, strategy, dataset, steps):
     """`evaluate` for MultiWorkerMirroredStrategy: `model.test_step` over

@@ -21,6 +21,7 @@ def load_split(config, split, *, shuffle, repeat, drop_remainder=False):
         config, split, shuffle=shuffle, repeat=repeat, drop_remainder=drop_remainder
     )
 
+
 def build_model(config, image_shape, steps_per_epoch, jit_compile=False):
     """Builds and compiles the VAE that `config` describes.
 
@@ -63,6 +64,7 @@ def build_model(config, image_shape, steps_per_epoch, jit_compile=False):
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), jit_compile=jit_compile)
     return model
 
+
 def steps_for(requested, num_examples, batch_size, what):
     available = num_examples // batch_size
     if available == 0:
@@ -71,6 +73,7 @@ def steps_for(requested, num_examples, batch_size, what):
             f"({num_examples} images): use a smaller --batch_size."
         )
     return available if requested is None else requested
+
 
 def validation_steps_for(requested, num_examples, batch_size, whole_batches):
     """Validation batches per epoch: all of them, or `requested`, capped at
@@ -87,6 +90,7 @@ def validation_steps_for(requested, num_examples, batch_size, whole_batches):
         return batches
     return batches if requested is None else requested
 
+
 def _available_memory():
     """Bytes of memory available to a new allocation, or None if unknown."""
     try:
@@ -100,6 +104,7 @@ def _available_memory():
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
 
 def check_memory(config, image_shape, available=None):
     """Refuses a model too large for this machine's memory, before building it.
@@ -133,6 +138,7 @@ def check_memory(config, image_shape, available=None):
             "smaller --latent_dim, --image_size, --widths, --dense_units or --batch_size."
         )
     return need
+
 
 def phases(start_step, steps_per_epoch, epochs):
     """The `fit` calls that take a run from `start_step` to its end.
