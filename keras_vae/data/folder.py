@@ -150,41 +150,28 @@ def scan(root: str, relative_paths: list[str], strict: bool) -> np.ndarray:
     return readable
 
 
-def make_dataset(
+def make_source(
     name: str,
     split: str,
     *,
-    batch_size: int,
     image_size: int | None = None,
     channels: int | None = None,
-    binarize: bool = False,
-    shuffle: bool = True,
-    seed: int = 0,
     strict: bool = False,
-    with_labels: bool = False,
-    repeat: bool = False,
-    drop_remainder: bool = False,
-    cache: bool | str = True,
-) -> tuple[tf.data.Dataset, pipeline.DatasetInfo]:
-    """A folder of images as float32 batches; see `keras_vae.data.load`.
+    order_seed: int | None = None,
+) -> pipeline.Source:
+    """A folder of images as a stream of uint8 images; see `keras_vae.data.load`.
 
     Args:
         name: `"folder:PATH"`.
         split: `"train"`, `"validation"` or `"test"`.
-        batch_size: Images per batch.
         image_size: Output side; None for 64.
         channels: 1 (gray) or 3 (RGB); None for 3.
-        binarize: Dynamic binarization (see `pipeline.finish`).
-        shuffle: Seeded shuffle, new order every epoch.
-        seed: Seed of shuffle and binarization.
         strict: Raise at the first unreadable file instead of skipping it.
-        with_labels: Folders have no labels: yields `(images, {})`.
-        repeat: Repeat forever.
-        drop_remainder: Drop the last, smaller batch.
-        cache: True (memory), a file prefix, or False.
+        order_seed: None reads the files in name order; a seed (the run's
+            seed, when the caller shuffles) reads them in a seeded permutation.
 
     Returns:
-        The dataset and its `DatasetInfo`.
+        The `Source`: `(image, {})` (folders have no labels).
 
     Raises:
         UsageError: `channels` is not 1 or 3.
@@ -259,27 +246,15 @@ def make_dataset(
         image = image_ops.center_square_crop(decode(path))  # uint8 (s, s, 3)
         if channels == 1:
             image = image_ops.rgb_to_gray(image)  # float32 (s, s, 1)
-        image = tf.ensure_shape(image_ops.resize_to_uint8(image, size, size), info.image_shape)
-        return (image, {}) if with_labels else image
+        return tf.ensure_shape(image_ops.resize_to_uint8(image, size, size), info.image_shape), {}
 
-    if shuffle:
+    if order_seed is not None:
         # The files are listed by name (CelebA: by number); the shuffle buffer
-        # only mixes ~256 MB of images, so start from a seeded permutation.
-        # With the cache, every epoch then reshuffles the buffer on top of it.
-        order = np.random.default_rng(pipeline.derive_seed(seed, "folder/files"))
+        # of the tail only mixes ~256 MB of images, so start from a seeded
+        # permutation. With the cache, every epoch then reshuffles the buffer
+        # on top of it.
+        order = np.random.default_rng(pipeline.derive_seed(order_seed, "folder/files"))
         good = [good[i] for i in order.permutation(len(good))]
     ds = tf.data.Dataset.from_tensor_slices(good)
     ds = ds.map(prepare, num_parallel_calls=pipeline.AUTOTUNE, deterministic=True)
-    ds = pipeline.batch_and_finish(
-        ds,
-        info=info,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        repeat=repeat,
-        drop_remainder=drop_remainder,
-        binarize=binarize,
-        with_labels=with_labels,
-        cache=cache,
-    )
-    return ds, info
+    return pipeline.Source(examples=ds, info=info)

@@ -96,24 +96,20 @@ def split_range(split: str, count: int) -> tuple[int, int]:
     }[split]
 
 
-def make_dataset(
-    split: str,
-    *,
-    batch_size: int,
-    image_size: int | None = None,
-    binarize: bool = False,
-    shuffle: bool = True,
-    seed: int = 0,
-    data_dir: str | None = None,
-    with_labels: bool = False,
-    repeat: bool = False,
-    drop_remainder: bool = False,
-    cache: bool | str = True,
-) -> tuple[tf.data.Dataset, pipeline.DatasetInfo]:
-    """Frey faces as float32 batches; see `keras_vae.data.load`.
+def make_source(
+    split: str, *, image_size: int | None = None, data_dir: str | None = None
+) -> pipeline.Source:
+    """Frey faces as a stream of uint8 frames; see `keras_vae.data.load`.
 
     `image_size=None` keeps the native 28 x 20; an int takes the central
     20 x 20 square and resizes it (antialiased) to image_size x image_size.
+
+    Returns:
+        The `Source`: `(image, {})` in frame order (there are no labels).
+
+    Raises:
+        DatasetNotFoundError: No `frey_rawface.mat` in the places looked at.
+        DataError: The file is unreadable, or the split is empty.
     """
     frames = load_frames(data_dir)
     start, stop = split_range(split, len(frames))
@@ -137,21 +133,8 @@ def make_dataset(
             image = image_ops.resize_to_uint8(
                 image_ops.center_square_crop(image), image_size, image_size
             )
-        image = tf.ensure_shape(image, shape)
-        return (image, {}) if with_labels else image
+        return tf.ensure_shape(image, shape), {}
 
     ds = tf.data.Dataset.from_tensor_slices(frames[start:stop])
     ds = ds.map(prepare, num_parallel_calls=pipeline.AUTOTUNE, deterministic=True)
-    ds = pipeline.batch_and_finish(
-        ds,
-        info=info,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        repeat=repeat,
-        drop_remainder=drop_remainder,
-        binarize=binarize,
-        with_labels=with_labels,
-        cache=cache,
-    )
-    return ds, info
+    return pipeline.Source(examples=ds, info=info)

@@ -1,4 +1,8 @@
-"""`load`: one entry point for every dataset, one pipeline shape for all."""
+"""`load`: one entry point for every dataset, one pipeline shape for all.
+
+Each source module makes an unbatched `pipeline.Source` of one split;
+`pipeline.tail` shuffles, caches, repeats, batches and converts it.
+"""
 
 from __future__ import annotations
 
@@ -39,11 +43,11 @@ def load(
 ) -> tuple[tf.data.Dataset, pipeline.DatasetInfo]:
     """Loads one split of a dataset as batches of float32 images in [0, 1].
 
-    Every dataset goes through the same pipeline: parallel decode and resize,
-    a uint8 cache, a seeded shuffle that changes every epoch, batching, then
-    conversion to float32 (exactly k/255 for 8-bit sources) or dynamic
-    binarization, and prefetching. The `shapes` data is rendered per batch
-    instead of decoded and cached.
+    Every dataset goes through the same pipeline (`pipeline.tail`): parallel
+    decode and resize, a uint8 cache, a seeded shuffle that changes every
+    epoch, batching, then conversion to float32 (exactly k/255 for 8-bit
+    sources) or dynamic binarization, and prefetching. The `shapes` data is
+    rendered per batch from shuffled positions instead of decoded and cached.
 
     Args:
         name: `"shapes"`, `"mnist"`, `"fashion_mnist"`, `"cifar10"`,
@@ -106,23 +110,35 @@ def load(
     if not isinstance(cache, (bool, str)):
         raise UsageError(f"Expected cache to be a bool or a file prefix. Received: cache={cache!r}")
 
-    common = dict(
+    if name == "shapes":
+        source = shapes.make_source(split, image_size=image_size)
+    elif is_folder:
+        source = folder.make_source(
+            name,
+            split,
+            image_size=image_size,
+            channels=channels,
+            strict=strict,
+            order_seed=seed if shuffle else None,
+        )
+    elif name == "frey_faces":
+        source = frey.make_source(split, image_size=image_size, data_dir=data_dir)
+    else:
+        source = tfds_sources.make_source(
+            name, split, image_size=image_size, data_dir=data_dir, download=download
+        )
+    ds = pipeline.tail(
+        source,
         batch_size=batch_size,
-        image_size=image_size,
         shuffle=shuffle,
         seed=seed,
-        with_labels=with_labels,
         repeat=repeat,
         drop_remainder=drop_remainder,
+        binarize=binarize,
+        with_labels=with_labels,
+        cache=cache,
     )
-    if name == "shapes":
-        return shapes.make_dataset(split, **common)
-    common.update(binarize=binarize, cache=cache)
-    if is_folder:
-        return folder.make_dataset(name, split, channels=channels, strict=strict, **common)
-    if name == "frey_faces":
-        return frey.make_dataset(split, data_dir=data_dir, **common)
-    return tfds_sources.make_dataset(name, split, data_dir=data_dir, download=download, **common)
+    return ds, source.info
 
 
 def load_for_config(config, split, *, shuffle, repeat, drop_remainder=False, with_labels=False):

@@ -10,8 +10,9 @@ decomposition in that order (pos_y fastest), as in dSprites.
 Instead of shipping the 3 GB array, each batch is rendered from its integer
 indices with TensorFlow ops over the pixel grid: pixel centres are moved into
 the sprite's frame (translate, rotate, divide by the size) and an implicit
-inside-test decides each pixel. Shuffling is an O(1)-memory permutation
-(`index_shuffle`) of `Dataset.range`, so memory stays O(batch).
+inside-test decides each pixel. The source yields positions only
+(`make_source`); the shared tail shuffles them with an O(1)-memory permutation
+(`pipeline.index_shuffle`) and renders whole batches, so memory stays O(batch).
 
 Conventions (differences to the published dSprites are on purpose):
   * Orientation: `linspace(0, 2*pi, 40, endpoint=False)`, 9 degrees apart.
@@ -33,7 +34,7 @@ Held-out split (fixed forever, the same on every machine): positions
 0..737,279 of one fixed pseudorandom permutation of the indices (a stateless
 `index_shuffle` with seed `_SPLIT_SEED`); positions [0, 626,688) are `train`
 (85%), the next 36,864 (5%) `validation` and the last 73,728 (10%) `test`.
-`tests/test_data.py` pins the first indices of each split.
+`tests/test_shapes.py` pins the first indices of each split.
 """
 
 from __future__ import annotations
@@ -70,13 +71,6 @@ _ELLIPSE_AXES = (1.4, 0.7)  # semi-axes in half-sides
 # square's 4; its farthest point from the centroid is then 1.35 half-sides.
 _HEART_SCALE = 1.045
 _HEART_CENTROID_Y = 0.2935
-
-# `tf.random.experimental.index_shuffle` takes a seed of shape [2] and pads it
-# to the raw op's [3] with this constant. Its batched form ([n, 2] seeds) pads
-# the wrong axis and fails ("Seed must be a vector of size [3] or a matrix of
-# size [4, 3] but got [5,2]", TF 2.21), so batched calls use the raw op with
-# the same padding: results equal the public function's, element by element.
-_INDEX_SHUFFLE_PAD = 498247692
 
 
 def index_to_factors(index) -> tf.Tensor:
@@ -160,29 +154,6 @@ def render(factors, image_size: int = IMAGE_SIZE) -> tf.Tensor:
     return tf.cast(inside, tf.float32)[..., None]
 
 
-def _index_shuffle(index: tf.Tensor, seed: tf.Tensor, max_index: int) -> tf.Tensor:
-    """`tf.random.experimental.index_shuffle`, also for a batch of seeds.
-
-    Args:
-        index: int64 tensor (B,), values in [0, max_index].
-        seed: int64 tensor (2,) shared by all, or (B, 2) one per element.
-        max_index: Largest index of the permutation.
-
-    Returns:
-        int64 tensor (B,): the position of each index in the permutation.
-    """
-    seed = tf.cast(seed, tf.int64)
-    pad = tf.fill(
-        tf.concat([tf.shape(seed)[:-1], [1]], axis=0), tf.constant(_INDEX_SHUFFLE_PAD, tf.int64)
-    )
-    return tf.raw_ops.RandomIndexShuffle(
-        index=index,
-        seed=tf.concat([pad, seed], axis=-1),
-        max_index=tf.fill(tf.shape(index), tf.constant(max_index, tf.int64)),
-        rounds=4,
-    )
-
-
 def split_to_index(split: str, position) -> tf.Tensor:
     """Dataset indices of the examples at `position` in a split's fixed order.
 
@@ -194,99 +165,51 @@ def split_to_index(split: str, position) -> tf.Tensor:
         int64 tensor (B,) of indices into the 737,280 images.
     """
     position = tf.cast(tf.convert_to_tensor(position), tf.int64)
-    return _index_shuffle(
+    return pipeline.index_shuffle(
         position + _SPLIT_OFFSETS[split],
         seed=tf.constant(_SPLIT_SEED, tf.int64),
         max_index=NUM_IMAGES - 1,
     )
 
 
-def make_dataset(
-    split: str,
-    *,
-    batch_size: int,
-    image_size: int | None = None,
-    shuffle: bool = True,
-    seed: int = 0,
-    repeat: bool = False,
-    drop_remainder: bool = False,
-    with_labels: bool = False,
-) -> tuple[tf.data.Dataset, pipeline.DatasetInfo]:
-    """The `shapes` pipeline: positions -> (epoch permutation) -> batch -> render.
+def make_source(split: str, *, image_size: int | None = None) -> pipeline.Source:
+    """The `shapes` split as an indexed source: positions, rendered per batch.
 
-    Nothing is cached: rendering a batch costs less than reading it back.
-    Binarization is a no-op on binary pixels and is skipped.
+    An example is its position in the split's fixed order (see the module
+    docstring); `pipeline.tail` permutes the positions per epoch, batches
+    them and renders each batch in one call. Nothing is cached: rendering a
+    batch costs less than reading it back. Binarization is a no-op on binary
+    pixels and is skipped.
 
     Args:
         split: `"train"`, `"validation"` or `"test"`.
-        batch_size: Images per batch.
         image_size: Image side in pixels; None for dSprites' 64.
-        shuffle: Visit the split in a new seeded permutation every epoch.
-        seed: Seed of the epoch permutations.
-        repeat: Repeat forever, each epoch in a new order.
-        drop_remainder: Drop each epoch's last, smaller batch (with `repeat`,
-            batches run across epoch boundaries instead).
-        with_labels: Also yield the five factor indices, int64 (B,) each.
 
     Returns:
-        The dataset and its `DatasetInfo`.
+        The `Source`: int64 scalar positions, and a `render` of a batch of
+        positions to images (B, S, S, 1) and the five factor indices, int64
+        (B,) each.
     """
     if split not in SPLIT_SIZES:
         raise UsageError(
             f"Expected split to be one of {tuple(SPLIT_SIZES)}. Received: split={split!r}"
         )
     size = image_size or IMAGE_SIZE
-    num_examples = SPLIT_SIZES[split]
     info = pipeline.DatasetInfo(
         name="shapes",
         split=split,
         image_shape=(size, size, 1),
-        num_examples=num_examples,
+        num_examples=SPLIT_SIZES[split],
         label_names=FACTOR_NAMES,
         binary=True,
     )
 
-    # Elements: (position within the split, epoch key). Each epoch gets a
-    # fresh key from a random dataset that draws new keys for every new
-    # iterator; the permutation itself is stateless, so a seed reproduces it.
-    if shuffle:
-        # With `repeat` the stream of keys is fixed by the seed alone, so a
-        # new iterator (a resumed run) reads the same infinite stream.
-        keys = tf.data.Dataset.random(
-            seed=pipeline.derive_seed(seed, "shapes/epoch"), rerandomize_each_iteration=not repeat
-        )
-        if not repeat:
-            keys = keys.take(1)
-
-        def epoch(key):
-            return tf.data.Dataset.zip(
-                tf.data.Dataset.range(num_examples), tf.data.Dataset.from_tensors(key).repeat()
-            )
-
-        ds = keys.flat_map(epoch)
-        # flat_map hides the length; Keras' progress bar and `len` want it.
-        cardinality = tf.data.INFINITE_CARDINALITY if repeat else num_examples
-        ds = ds.apply(tf.data.experimental.assert_cardinality(cardinality))
-    else:
-        ds = tf.data.Dataset.zip(
-            tf.data.Dataset.range(num_examples),
-            tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat(),
-        )
-        if repeat:
-            ds = ds.repeat()
-
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-
-    def render_batch(positions, keys):
-        # positions, keys: int64 (B,)
-        if shuffle:
-            seeds = tf.stack([keys, tf.zeros_like(keys)], axis=-1)  # (B, 2)
-            positions = _index_shuffle(positions, seeds, max_index=num_examples - 1)
+    def render_positions(positions):
+        # positions: int64 (B,)
         factors = index_to_factors(split_to_index(split, positions))  # (B, 5)
         images = render(factors, size)  # (B, S, S, 1)
-        if not with_labels:
-            return images
         return images, {name: factors[:, axis] for axis, name in enumerate(FACTOR_NAMES)}
 
-    ds = ds.map(render_batch, num_parallel_calls=pipeline.AUTOTUNE, deterministic=True)
-    return pipeline.with_options(ds.prefetch(pipeline.AUTOTUNE)), info
+    return pipeline.Source(
+        examples=tf.data.Dataset.range(info.num_examples), info=info, render=render_positions
+    )

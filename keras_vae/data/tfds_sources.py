@@ -116,23 +116,18 @@ def _quiet_tfds():
             handler.removeFilter(quiet)
 
 
-def make_dataset(
+def make_source(
     name: str,
     split: str,
     *,
-    batch_size: int,
     image_size: int | None = None,
-    binarize: bool = False,
-    shuffle: bool = True,
-    seed: int = 0,
     data_dir: str | None = None,
     download: bool = False,
-    with_labels: bool = False,
-    repeat: bool = False,
-    drop_remainder: bool = False,
-    cache: bool | str = True,
-) -> tuple[tf.data.Dataset, pipeline.DatasetInfo]:
-    """A TFDS dataset as float32 batches; see `keras_vae.data.load`.
+) -> pipeline.Source:
+    """A TFDS dataset as a stream of uint8 images; see `keras_vae.data.load`.
+
+    Returns:
+        The `Source`: `(image, labels)` in the order of the TFDS files.
 
     Raises:
         DatasetNotFoundError: The dataset is not prepared in `data_dir` and
@@ -154,20 +149,26 @@ def make_dataset(
                 ) from error
         split_string = tfds_split(name, split)
         try:
-            # shuffle_files=False: a fixed read order, so the seeded shuffle below
-            # alone decides the order. No autocache: we cache after resizing.
+            # shuffle_files=False: a fixed read order, so the tail's seeded
+            # shuffle alone decides the order. No autocache: the tail caches
+            # after resizing.
             ds = builder.as_dataset(
                 split=split_string,
                 shuffle_files=False,
                 read_config=tfds.ReadConfig(try_autocache=False),
             )
         except AssertionError:
-            # TFDS says "Dataset mnist: could not find data in ..." this way.
+            # TFDS 4.9.10 says "Dataset mnist: could not find data in ..."
+            # this way, for a data_dir without the dataset. `is_prepared()`
+            # is only asked after `as_dataset` failed: under
+            # `tfds.testing.mock_data` it is False, yet `as_dataset` works.
             if builder.is_prepared():
                 raise
             message = missing_message(name, root, builder.data_dir)
             raise pipeline.DatasetNotFoundError(message) from None
 
+    # The cardinality first: under `tfds.testing.mock_data`, `info.splits` is
+    # empty (tfds 4.9.10), while the mocked dataset knows its length.
     num_examples = int(ds.cardinality())
     if num_examples < 0:
         num_examples = builder.info.splits[split_string].num_examples
@@ -198,8 +199,6 @@ def make_dataset(
         if (out_height, out_width) != (height, width):
             image = image_ops.resize_to_uint8(image, out_height, out_width)
         image = tf.ensure_shape(image, info.image_shape)
-        if not with_labels:
-            return image
         raw = example[spec.label_key]
         if isinstance(raw, dict):  # CelebA attributes: bool -> 0 / 1
             labels = {key: tf.cast(raw[key], tf.int64) for key in label_names}
@@ -208,16 +207,4 @@ def make_dataset(
         return image, labels
 
     ds = ds.map(prepare, num_parallel_calls=pipeline.AUTOTUNE, deterministic=True)
-    ds = pipeline.batch_and_finish(
-        ds,
-        info=info,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        repeat=repeat,
-        drop_remainder=drop_remainder,
-        binarize=binarize,
-        with_labels=with_labels,
-        cache=cache,
-    )
-    return ds, info
+    return pipeline.Source(examples=ds, info=info)
