@@ -96,21 +96,10 @@ class BareLoop:
         import tensorflow as tf
 
         from keras_vae import likelihoods
-        from keras_vae.networks import build_decoder, build_encoder
+        from keras_vae.networks import build_networks
 
-        common_args = dict(
-            image_shape=image_shape,
-            latent_dim=config.latent_dim,
-            network=config.network,
-            widths=config.widths,
-            dense_units=config.dense_units,
-        )
-        self.encoder = build_encoder(**common_args)
-        self.decoder = build_decoder(
-            **common_args, likelihood=config.likelihood, per_channel_scale=config.per_channel_scale
-        )
-        options = {"sigma": config.gaussian_sigma} if config.likelihood == "gaussian" else {}
-        self.likelihood = likelihoods.get(config.likelihood, **options)
+        self.encoder, self.decoder = build_networks(config, image_shape)
+        self.likelihood = likelihoods.get(config.likelihood, sigma=config.gaussian_sigma)
         self.gaussian_kl = likelihoods.gaussian_kl
         self.beta = float(config.beta)
         self.variables = self.encoder.trainable_variables + self.decoder.trainable_variables

@@ -82,6 +82,21 @@ def _widths(network, image_shape, widths):
     return widths
 
 
+def _decoder_layout(image_shape, latent_dim, network, likelihood, widths):
+    """Checked `(image_shape, widths, out_channels, learns_scale)` of a decoder.
+
+    `out_channels` is what the last layer outputs: the likelihood's
+    parameters per channel, except under a learned scale, where the network
+    gives the mean and a `LearnedScale` layer adds log sigma.
+    """
+    image_shape = _check_image_shape(image_shape)
+    _check_common(network, latent_dim)
+    widths = _widths(network, image_shape, widths)
+    lik = likelihoods_lib.get(likelihood) if isinstance(likelihood, str) else likelihood
+    out_channels = image_shape[-1] * (1 if lik.learns_scale else lik.num_params)
+    return image_shape, widths, out_channels, lik.learns_scale
+
+
 def build_encoder(
     image_shape,
     latent_dim,
@@ -166,14 +181,10 @@ def build_decoder(
         A `keras.Model` mapping `(batch, latent_dim)` to float32 parameters
         `(batch, H, W, num_params * C)`.
     """
-    image_shape = _check_image_shape(image_shape)
-    _check_common(network, latent_dim)
-    widths = _widths(network, image_shape, widths)
-    lik = likelihoods_lib.get(likelihood) if isinstance(likelihood, str) else likelihood
+    image_shape, widths, out_channels, learned_scale = _decoder_layout(
+        image_shape, latent_dim, network, likelihood, widths
+    )
     height, width, channels = image_shape
-    learned_scale = lik.learns_scale
-    # gaussian_learned: the network gives the mean, LearnedScale adds log sigma.
-    out_channels = channels * (1 if learned_scale else lik.num_params)
 
     head_dtype = _head_dtype()
     z = keras.Input(shape=(latent_dim,), name="z")
@@ -209,6 +220,29 @@ def build_decoder(
     return keras.Model(z, params, name=name)
 
 
+def build_networks(config, image_shape):
+    """`(encoder, decoder)` for a run's settings.
+
+    Args:
+        config: a `keras_vae.config.Config` (or anything with its `latent_dim`,
+            `network`, `widths`, `dense_units`, `likelihood` and
+            `per_channel_scale`).
+        image_shape: `(H, W, C)` of the data.
+    """
+    common = dict(
+        image_shape=image_shape,
+        latent_dim=config.latent_dim,
+        network=config.network,
+        widths=config.widths,
+        dense_units=config.dense_units,
+    )
+    encoder = build_encoder(**common)
+    decoder = build_decoder(
+        **common, likelihood=config.likelihood, per_channel_scale=config.per_channel_scale
+    )
+    return encoder, decoder
+
+
 def estimate_size(
     image_shape,
     latent_dim,
@@ -229,13 +263,10 @@ def estimate_size(
         networks, and the number of values the layers output for one
         example (forward pass; a backward pass keeps about as many again).
     """
-    image_shape = _check_image_shape(image_shape)
-    _check_common(network, latent_dim)
-    widths = _widths(network, image_shape, widths)
-    lik = likelihoods_lib.get(likelihood) if isinstance(likelihood, str) else likelihood
+    image_shape, widths, out_channels, learned_scale = _decoder_layout(
+        image_shape, latent_dim, network, likelihood, widths
+    )
     height, width, channels = image_shape
-    learned_scale = lik.learns_scale
-    out_channels = channels * (1 if learned_scale else lik.num_params)
     params = activations = 0
 
     def dense(fan_in, units):

@@ -12,7 +12,7 @@ from absl import logging
 from keras_vae import data as data_lib
 from keras_vae import models
 from keras_vae.config import UsageError, UserError
-from keras_vae.networks import build_decoder, build_encoder, estimate_size
+from keras_vae.networks import build_networks, estimate_size
 
 
 def load_split(config, split, *, shuffle, repeat, drop_remainder=False):
@@ -34,18 +34,8 @@ def build_model(config, image_shape, steps_per_epoch, jit_compile=False):
     if warmup_steps is None:
         warmup_steps = max(1, total_steps // 4)
     cycle_steps = max(1, total_steps // config.beta_cycles)
-    common = dict(
-        image_shape=image_shape,
-        latent_dim=config.latent_dim,
-        network=config.network,
-        widths=config.widths,
-        dense_units=config.dense_units,
-    )
     try:
-        encoder = build_encoder(**common)
-        decoder = build_decoder(
-            **common, likelihood=config.likelihood, per_channel_scale=config.per_channel_scale
-        )
+        encoder, decoder = build_networks(config, image_shape)
     except ValueError as e:
         raise UsageError(f"Cannot build the {config.network} networks: {e}") from e
     model = models.get(config.model)(
