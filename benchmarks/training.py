@@ -470,7 +470,7 @@ def main(argv=None):
         rows.append(
             [
                 c["dataset"],
-                f"{c["network"]} {'x'.join(map(str, c['image_shape']))} z{c['latent_dim']}",
+                f"{c['network']} {'x'.join(map(str, c['image_shape']))} z{c['latent_dim']}",
                 c["batch_size"],
                 c["dtype_policy"],
                 c["fit_images_per_s_median"],
