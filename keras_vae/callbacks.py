@@ -222,6 +222,7 @@ class LatentSummaries(keras.callbacks.Callback):
 
     def _descriptions(self, stats):
         dims = ", ".join(str(d) for d in stats["traversal_dims"])
+        rank = "KL" if stats["kl_per_dim"] is not None else "code variance"
         temps = ", ".join(f"{t:g}" for t in self.temperatures)
         pairs = len(self.pairs)
         return {
@@ -231,11 +232,11 @@ class LatentSummaries(keras.callbacks.Callback):
             f"per temperature t = {temps}, top to bottom.",
             "images/interpolation": f"{pairs} held-out pairs: {pairs} linear rows, then "
             f"{pairs} slerp rows, between posterior means.",
-            "images/traversal": f"Rows: latent dimensions {dims} (by decreasing KL), each "
+            "images/traversal": f"Rows: latent dimensions {dims} (by decreasing {rank}), each "
             f"set to linspace(-{self.traversal_range:g}, {self.traversal_range:g}, "
             f"{self.traversal_steps}) around the code of held-out image "
             f"{self.traversal_index}.",
-            "images/traversal_origin": f"Rows: latent dimensions {dims} (by decreasing KL), "
+            "images/traversal_origin": f"Rows: latent dimensions {dims} (by decreasing {rank}), "
             "traversed around z = 0.",
             "images/manifold": f"{self.manifold_size} x {self.manifold_size} codes at "
             "Gaussian quantiles; z1 grows to the right, z2 upwards.",
@@ -264,14 +265,15 @@ class LatentSummaries(keras.callbacks.Callback):
             for tag, grid in images.items():
                 # (1, height, width, C) float32 in [0, 1]; encoded as one PNG.
                 tf.summary.image(tag, grid[None], max_outputs=1, description=descriptions[tag])
-            kl_per_dim = stats["kl_per_dim"]  # (D,)
-            tf.summary.histogram(
-                "latent/kl_per_dim",
-                kl_per_dim,
-                description="Mean KL(q(z_d|x) || p(z_d)) of each latent dimension over the "
-                "held-out batch, nats.",
-            )
-            if kl_per_dim.shape[0] <= MAX_KL_SCALARS:
+            kl_per_dim = stats["kl_per_dim"]  # (D,), None without a posterior (AE)
+            if kl_per_dim is not None:
+                tf.summary.histogram(
+                    "latent/kl_per_dim",
+                    kl_per_dim,
+                    description="Mean KL(q(z_d|x) || p(z_d)) of each latent dimension over "
+                    "the held-out batch, nats.",
+                )
+            if kl_per_dim is not None and kl_per_dim.shape[0] <= MAX_KL_SCALARS:
                 digits = max(2, len(str(kl_per_dim.shape[0] - 1)))
                 for d, value in enumerate(kl_per_dim):
                     tf.summary.scalar(f"latent/kl_dim_{d:0{digits}d}", value)

@@ -1,5 +1,8 @@
 """Evaluation metrics: ELBO, importance-weighted log-likelihood, bits/dim,
-active units and KL per dimension (disentanglement: `keras_vae.disentanglement`).
+active units and KL per dimension (disentanglement: `keras_vae.disentanglement`);
+for a model that bounds no likelihood (`bounds_likelihood = False`, the
+deterministic autoencoder) the reconstruction and the codes instead, with a
+`note` saying why (`NO_BOUND_NOTE`).
 
     from keras_vae import evaluation
     results = evaluation.evaluate_model(vae, test_ds, iwae_samples=1000)
@@ -30,6 +33,15 @@ from keras_vae.latent_grids import active_units  # noqa: F401  (public here too)
 LN2 = math.log(2.0)
 # Burda et al. 2015, section 5.2: a unit is active when Cov_x(E_q[z_u]) > 0.01.
 ACTIVE_UNIT_THRESHOLD = 0.01
+# Why the results of a model with `bounds_likelihood = False` have no ELBO,
+# IWAE NLL or bits/dim (results.json `note`, the tables, train.py's summary).
+NO_BOUND_NOTE = (
+    "No ELBO, IWAE NLL or bits/dim: this model (bounds_likelihood=False, e.g. the "
+    "deterministic autoencoder) defines no density p(x) - its code is a point, not a "
+    "posterior q(z|x) trained against a prior p(z) - so its reconstruction error "
+    "-log p(x|z), z = the encoder's mean, is not a bound on -log p(x) and is not comparable "
+    "with a VAE's -ELBO or NLL. It is given in nats per image and per pixel dimension."
+)
 
 
 # ---------------------------------------------------------------------------
@@ -179,6 +191,8 @@ def elbo_terms(model, images, num_samples=1, seed=None):
     """
     if int(num_samples) < 1:
         raise ValueError(f"Expected `num_samples` >= 1. Received: num_samples={num_samples!r}")
+    if not model.bounds_likelihood:  # e.g. the autoencoder: its terms have no KL
+        raise ValueError(f"{type(model).__name__} has no ELBO. {NO_BOUND_NOTE}")
     generator = _seed_generator(seed)
     x = _as_images(images)
     shape = (ops.shape(x)[0], model.latent_dim)
@@ -199,6 +213,20 @@ def elbo_terms(model, images, num_samples=1, seed=None):
         "kl_per_dim": kl_per_dim,
         "mean": mean,
         "log_var": log_var,
+    }
+
+
+def reconstruction_terms(model, images):
+    """-log p(x|z) at z = the encoder's mean, `(batch,)` nats, and the codes `mean`
+    `(batch, latent_dim)`, float32: the whole loss of a model with a
+    deterministic code; for a VAE the reconstruction of the posterior mean
+    (eps = 0), not the ELBO's expectation over q."""
+    x = _as_images(images)
+    eps = ops.zeros((ops.shape(x)[0], model.latent_dim))  # z = mean
+    terms = model.compute_terms(x, training=False, eps=eps)
+    return {
+        "reconstruction": -ops.cast(terms["log_px"], "float32"),
+        "mean": ops.cast(terms["mean"], "float32"),
     }
 
 
@@ -274,6 +302,8 @@ def evaluate_model(
     Streams over `dataset` once; per batch, the ELBO (with `elbo_samples`
     draws) and the IWAE bound (`iwae_samples` draws in chunks of
     `iwae_chunk`) in nats, and the posterior means for the active units.
+    A model with `bounds_likelihood = False` (the deterministic autoencoder)
+    gets its reconstruction and codes instead (`reconstruction_terms`).
 
     Args:
         model: a `VAE`.
@@ -296,9 +326,14 @@ def evaluate_model(
         nats), `iwae_bits_per_dim` and `iwae_samples` unless skipped;
         `kl_per_dim` (list, nats); `active_units`, `active_unit_threshold`
         and `latent_variances` (list, variance of each posterior mean);
-        `latent_dim`, `image_shape`.
+        `latent_dim`, `image_shape`. Without a likelihood bound, no ELBO,
+        IWAE, KL or bits/dim but `reconstruction_per_dim` (nats per pixel),
+        `bounds_likelihood` (False), `note` (`NO_BOUND_NOTE`) and
+        `latent_means` (with `latent_variances`: the codes against N(0, I)).
     """
     image_shape = tuple(int(d) for d in model.image_shape)
+    bounded = model.bounds_likelihood
+    iwae_samples = iwae_samples if bounded else 0
     generator = _seed_generator(seed)
     target = max_batches
     if target is None:
@@ -306,9 +341,10 @@ def evaluate_model(
             target = len(dataset)
         except TypeError:  # unknown or infinite cardinality
             target = None
+    shown = ("elbo", "iwae_nll") if bounded else ("reconstruction",)
     progbar = (
         # Running means, shown as given (not averaged again by the bar).
-        keras.utils.Progbar(target, unit_name="batch", stateful_metrics=("elbo", "iwae_nll"))
+        keras.utils.Progbar(target, unit_name="batch", stateful_metrics=shown)
         if progress
         else None
     )
@@ -318,12 +354,17 @@ def evaluate_model(
     means = []
     count = 0
     for step, x in enumerate(_batches(dataset, max_batches)):
-        terms = elbo_terms(model, x, num_samples=elbo_samples, seed=generator)
-        for key in ("elbo", "reconstruction", "kl"):
+        if bounded:
+            terms = elbo_terms(model, x, num_samples=elbo_samples, seed=generator)
+            keys = ("elbo", "reconstruction", "kl")
+            kl_per_dim = kl_per_dim + np.sum(
+                ops.convert_to_numpy(terms["kl_per_dim"]), axis=0, dtype=np.float64
+            )
+        else:
+            terms = reconstruction_terms(model, x)
+            keys = ("reconstruction",)
+        for key in keys:
             sums[key] += float(np.sum(ops.convert_to_numpy(terms[key]), dtype=np.float64))
-        kl_per_dim = kl_per_dim + np.sum(
-            ops.convert_to_numpy(terms["kl_per_dim"]), axis=0, dtype=np.float64
-        )
         means.append(ops.convert_to_numpy(terms["mean"]))
         if iwae_samples:
             chunk = iwae_chunk or _auto_chunk(int(ops.shape(x)[0]), image_shape, iwae_samples)
@@ -333,7 +374,7 @@ def evaluate_model(
             sums["iwae"] += float(np.sum(ops.convert_to_numpy(log_px), dtype=np.float64))
         count += means[-1].shape[0]
         if progbar is not None:
-            values = [("elbo", sums["elbo"] / count)]
+            values = [(shown[0], sums[shown[0]] / count)]
             if iwae_samples:
                 values.append(("iwae_nll", -sums["iwae"] / count))
             # Finalizes by itself at step == target.
@@ -343,11 +384,26 @@ def evaluate_model(
     if progbar is not None and (target is None or step + 1 < target):
         progbar.update(step + 1, finalize=True)
 
+    codes = np.concatenate(means, axis=0)
     num_active, variances = (
-        active_units(np.concatenate(means, axis=0))
-        if count >= 2
-        else (0, np.zeros(model.latent_dim))
+        active_units(codes) if count >= 2 else (0, np.zeros(model.latent_dim))
     )
+    if not bounded:
+        reconstruction = sums["reconstruction"] / count
+        logging.info("Evaluated %d examples: reconstruction %.3f nats.", count, reconstruction)
+        return {
+            "num_examples": int(count),
+            "reconstruction": reconstruction,
+            "reconstruction_per_dim": reconstruction / math.prod(image_shape),
+            "bounds_likelihood": False,
+            "note": NO_BOUND_NOTE,
+            "active_units": int(num_active),
+            "active_unit_threshold": ACTIVE_UNIT_THRESHOLD,
+            "latent_variances": [float(v) for v in variances],
+            "latent_means": [float(v) for v in codes.mean(axis=0, dtype=np.float64)],
+            "latent_dim": int(model.latent_dim),
+            "image_shape": list(image_shape),
+        }
     elbo = sums["elbo"] / count
     results = {
         "num_examples": int(count),
@@ -401,6 +457,7 @@ _ROWS = (
     ("num_examples", "examples", "", "{:d}"),
     ("elbo", "ELBO", "nats", "{:.3f}"),
     ("reconstruction", "reconstruction (-E log p(x|z))", "nats", "{:.3f}"),
+    ("reconstruction_per_dim", "reconstruction per dimension", "nats/dim", "{:.5f}"),
     ("kl", "KL(q(z|x) || p(z))", "nats", "{:.3f}"),
     ("elbo_bits_per_dim", "-ELBO", "bits/dim", "{:.4f}"),
     ("iwae_nll", "IWAE NLL", "nats", "{:.3f}"),
@@ -427,5 +484,10 @@ def format_table(results):
         lines.append(
             ("Var(E_q[z]) per dimension", " ".join(f"{v:.3f}" for v in results["latent_variances"]))
         )
+    if "latent_means" in results:
+        lines.append(("E[z] per dimension", " ".join(f"{v:.3f}" for v in results["latent_means"])))
     width = max(len(label) for label, _ in lines)
-    return "\n".join(f"{label:<{width}}  {value}" for label, value in lines)
+    table = "\n".join(f"{label:<{width}}  {value}" for label, value in lines)
+    if results.get("note"):
+        table += f"\nnote: {results['note']}"
+    return table

@@ -162,7 +162,8 @@ def latent_statistics(model, images, max_traversal_dims=16):
     Returns:
         dict with `mean`, `log_var` `(N, D)` float32 posterior parameters;
         `kl_per_dim` `(D,)` mean KL(q(z_d|x) || N(0, 1)) over the images,
-        nats; `order` `(D,)` dimensions by decreasing KL; `traversal_dims`
+        nats (None for a model without a posterior, the autoencoder);
+        `order` `(D,)` dimensions by decreasing KL (or code variance); `traversal_dims`
         the first `min(D, max_traversal_dims)` of `order`; `active_units`
         (int) and `mean_variance` `(D,)` (see `active_units`).
 
@@ -177,12 +178,18 @@ def latent_statistics(model, images, max_traversal_dims=16):
             "The model's posterior for the held-out images is not finite (the run diverged): "
             "retrain it with a lower --learning_rate, or resume from an earlier backup."
         )
-    # The training objective's own closed-form KL, averaged over the
-    # images: (N, D) -> (D,).
-    kl = np.asarray(likelihoods.gaussian_kl_per_dim(mean, log_var), dtype=np.float64)
-    kl_per_dim = kl.mean(axis=0)
-    order = walks.order_by_kl(kl_per_dim)
     count, variances = active_units(mean)
+    if getattr(model, "bounds_likelihood", True):
+        # The training objective's own closed-form KL, averaged over the
+        # images: (N, D) -> (D,).
+        kl = np.asarray(likelihoods.gaussian_kl_per_dim(mean, log_var), dtype=np.float64)
+        kl_per_dim = kl.mean(axis=0)
+        order = walks.order_by_kl(kl_per_dim)
+    else:
+        # An autoencoder has no posterior variance, so no KL: its dimensions
+        # are ranked by how much their codes vary over the images.
+        kl_per_dim = None
+        order = walks.order_by_kl(variances)
     return {
         "mean": mean,
         "log_var": log_var,

@@ -43,6 +43,8 @@ FIGURE_TITLE = 30
 KL_FIGSIZE = (7.0, 4.0)
 SCATTER_FIGSIZE = (6.0, 5.0)
 LATENT_SIZE_FIGSIZE = (11.0, 4.5)
+# `prior_comparison_figure`: inches per run (column), and the height.
+PRIOR_COLUMN_WIDTH, PRIOR_HEIGHT = 4.0, 12.5
 
 
 def display_scale(cell_height):
@@ -233,7 +235,7 @@ def kl_figure(path, kl_per_dim, variances, threshold):
     _save(fig, path)
 
 
-def scatter_figure(path, points, dims, colours=None, colour_name=None):
+def scatter_figure(path, points, dims, colours=None, colour_name=None, ranked_by="KL"):
     """Scatter of latent means on two dimensions, coloured by a label if given.
 
     Up to 10 distinct label values get a legend (tab10 colours), more a
@@ -245,6 +247,7 @@ def scatter_figure(path, points, dims, colours=None, colour_name=None):
         dims: the two latent indices shown (for the axis labels).
         colours: optional `(N,)` int labels.
         colour_name: the label's name for the legend title.
+        ranked_by: what chose the two dimensions, for the title.
     """
     points = np.asarray(points, dtype=np.float64)
     if points.shape[1] == 1:
@@ -274,7 +277,8 @@ def scatter_figure(path, points, dims, colours=None, colour_name=None):
     ax.set_xlabel(f"E_q[z{dims[0]}]")
     ax.set_ylabel(f"E_q[z{dims[1]}]" if len(dims) > 1 else "(latent_dim 1)")
     ax.set_title(
-        f"Posterior means of {len(points)} test images (top-2 dimensions by KL)", fontsize=9
+        f"Posterior means of {len(points)} test images (top-2 dimensions by {ranked_by})",
+        fontsize=9,
     )
     fig.subplots_adjust(left=0.12, right=0.95, bottom=0.1, top=0.92)
     _save(fig, path)
@@ -375,18 +379,27 @@ def latent_size_figure(path, rows, pca):
 
     Args:
         path: PNG file.
-        rows: dicts with `name`, `network`, `latent_dim`, `reconstruction`, `kl`.
+        rows: dicts with `name`, `network`, `latent_dim`, `reconstruction`, `kl`
+            (None for a model without one, e.g. the autoencoder: not drawn)
+            and optionally `variant` (default `vae`): one line per variant
+            and network.
         pca: `{label: pca_baseline(...)}`.
     """
     fig = _figure(LATENT_SIZE_FIGSIZE[0] * DPI, LATENT_SIZE_FIGSIZE[1] * DPI)
     ax_rec, ax_kl = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    for arch in sorted({r["network"] for r in rows}):
-        group = sorted((r for r in rows if r["network"] == arch), key=lambda r: r["latent_dim"])
-        xs = [r["latent_dim"] for r in group]
-        ax_rec.plot(xs, [r["reconstruction"] for r in group], "o-", label=f"VAE {arch}")
-        ax_kl.plot(xs, [r["kl"] for r in group], "o-", label=f"VAE {arch}")
-        for r in group:  # name each point: several runs may share a latent size
-            for ax, key in ((ax_rec, "reconstruction"), (ax_kl, "kl")):
+    lines = sorted({(r.get("variant", "vae"), r["network"]) for r in rows})
+    for i, (variant, arch) in enumerate(lines):  # one colour per line in both panels
+        group = sorted(
+            (r for r in rows if (r.get("variant", "vae"), r["network"]) == (variant, arch)),
+            key=lambda r: r["latent_dim"],
+        )
+        for ax, key in ((ax_rec, "reconstruction"), (ax_kl, "kl")):
+            points = [r for r in group if r.get(key) is not None]
+            if not points:
+                continue
+            xs, ys = [r["latent_dim"] for r in points], [r[key] for r in points]
+            ax.plot(xs, ys, "o-", color=f"C{i}", label=f"{variant.upper()} {arch}")
+            for r in points:  # name each point: several runs may share a latent size
                 ax.annotate(
                     r["name"],
                     (r["latent_dim"], r[key]),
@@ -408,11 +421,66 @@ def latent_size_figure(path, rows, pca):
             ax.set_xscale("log", base=2)
         ax.set_xticks(latent, [str(d) for d in latent])
         ax.set_xlabel("latent_dim")
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # none when no run has a KL
+            ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     ax_rec.set_ylabel("-E_q log p(x|z) [nats / image]")
     ax_rec.set_title("Reconstruction (test); PCA: -log p(x | PCA recon.)", fontsize=9)
     ax_kl.set_ylabel("KL(q(z|x) || p(z)) [nats / image]")
     ax_kl.set_title("KL (test)", fontsize=9)
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.9, wspace=0.25)
+    _save(fig, path)
+
+
+def prior_comparison_figure(path, panels):
+    """Why decoding z ~ N(0, I) needs q(z) near N(0, I): one column per run.
+
+    Rows: prior samples; linear interpolations between test codes; samples of
+    the aggregate posterior q(z) = E_x q(z|x) (an autoencoder's codes) on z0,
+    z1 over the N(0, I) circles at 1, 2, 3 sd; the mean +- sd of q(z) per
+    dimension over the N(0, 1) band. Size `(PRIOR_COLUMN_WIDTH * n,
+    PRIOR_HEIGHT) * DPI` for n runs.
+
+    Args:
+        path: PNG file.
+        panels: dicts with `label`; `samples`, `interpolation` (grids `(h, w,
+            C)` in [0, 1]); `z` `(N, D)` samples of q(z); `mean`, `variance`
+            `(D,)` of q(z); `kl` (nats) of N(mean, diag variance) to N(0, I).
+    """
+    fig = _figure(PRIOR_COLUMN_WIDTH * len(panels) * DPI, PRIOR_HEIGHT * DPI)
+    grid = fig.add_gridspec(
+        4, len(panels), height_ratios=(1.0, 0.55, 1.0, 0.6), hspace=0.45, wspace=0.3,
+        left=0.06, right=0.98, top=0.93, bottom=0.04,
+    )  # fmt: skip
+    circle = np.linspace(0.0, 2.0 * np.pi, 200)
+    for j, panel in enumerate(panels):
+        for row, key, title in ((0, "samples", f"{panel['label']}\nprior samples, z ~ N(0, I)"),
+                                (1, "interpolation", "linear interpolation, test codes")):
+            ax = fig.add_subplot(grid[row, j])
+            ax.imshow(_rgb(panel[key]), interpolation="nearest")
+            ax.set_axis_off()
+            ax.set_title(title, fontsize=9)
+        z = np.asarray(panel["z"], dtype=np.float64)
+        z = z if z.shape[1] > 1 else np.concatenate([z, np.zeros_like(z)], axis=1)
+        ax = fig.add_subplot(grid[2, j])
+        ax.scatter(z[:, 0], z[:, 1], s=4, alpha=0.4, linewidths=0, label=f"q(z), {len(z)} codes")
+        for r in (1, 2, 3):
+            ax.plot(r * np.cos(circle), r * np.sin(circle), "--", color="tab:red", lw=0.8,
+                    label="N(0, I): 1, 2, 3 sd" if r == 1 else None)  # fmt: skip
+        lim = 1.1 * max(3.5, float(np.percentile(np.abs(z[:, :2]), 99.5)))
+        ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xlabel="z0", ylabel="z1")
+        ax.legend(fontsize=7, loc="upper right")
+        ax.set_title("aggregate posterior q(z) of test images", fontsize=9)
+        ax = fig.add_subplot(grid[3, j])
+        dims = np.arange(len(panel["mean"]))
+        ax.axhspan(-1.0, 1.0, color="0.88", label="N(0, 1): 0 +- 1")
+        ax.axhline(0.0, color="0.5", lw=0.8)
+        ax.errorbar(dims, panel["mean"], yerr=np.sqrt(panel["variance"]), fmt="o", ms=3,
+                    capsize=2, label="q(z): mean +- sd")  # fmt: skip
+        step = max(1, math.ceil(len(dims) / 16))
+        ax.set_xticks(dims[::step], [f"z{d}" for d in dims[::step]], fontsize=7)
+        ax.legend(fontsize=7, loc="best", framealpha=0.7)
+        ax.set_title(f"KL(N(mean, var) || N(0, I)) = {panel['kl']:.1f} nats", fontsize=9)
+    fig.text(0.5, 0.995, "Decoding the prior works only where q(z) covers N(0, I)",
+             ha="center", va="top", fontsize=11)  # fmt: skip
     _save(fig, path)

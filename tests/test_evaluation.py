@@ -291,3 +291,45 @@ def test_evaluate_model_refuses_an_infinite_dataset(data):
 # -- MIG ----------------------------------------------------------------------
 
 
+
+
+# -- A model that bounds no likelihood ----------------------------------------
+
+
+class _NoBound(VAE):
+    """The PPCA VAE flagged like the autoencoder: evaluation must not ask it for bounds."""
+
+    bounds_likelihood = False
+
+    def log_weights(self, *args, **kwargs):
+        raise AssertionError("log_weights called on a model that bounds no likelihood")
+
+    def elbo(self, *args, **kwargs):
+        raise AssertionError("elbo called on a model that bounds no likelihood")
+
+
+def test_no_bound_model_gets_reconstruction_at_the_mean_and_a_note(data):
+    x, _ = data
+    vae = ppca_vae()
+    model = _NoBound(vae.encoder, vae.decoder, likelihood="gaussian", gaussian_sigma=SIGMA)
+    # By hand: z = the exact posterior mean, x_hat = W z + b, and
+    # -log N(x; x_hat, sigma^2 I) = sum_pixels (x - x_hat)^2 / (2 sigma^2) + log(sigma sqrt(2 pi)).
+    w, b = ppca_params()
+    flat = x.reshape(len(x), -1).astype(np.float64)
+    m = np.diag(w.T @ w) + SIGMA**2
+    z = (flat - b) @ (w / m)  # (n, L)
+    x_hat = z @ w.T + b
+    nll = np.sum((flat - x_hat) ** 2 / (2 * SIGMA**2) + math.log(SIGMA * math.sqrt(2 * math.pi)), 1)
+    terms = evaluation.reconstruction_terms(model, x)
+    np.testing.assert_allclose(np_(terms["reconstruction"]), nll, rtol=1e-4)
+    np.testing.assert_allclose(np_(terms["mean"]), z, atol=1e-5)
+    ds = tf.data.Dataset.from_tensor_slices(x).batch(16)
+    results = evaluation.evaluate_model(model, ds, iwae_samples=10, progress=False)
+    assert results["reconstruction"] == pytest.approx(np.mean(nll), rel=1e-4)
+    assert results["reconstruction_per_dim"] == pytest.approx(np.mean(nll) / PIXELS, rel=1e-4)
+    assert results["note"] == evaluation.NO_BOUND_NOTE and results["bounds_likelihood"] is False
+    assert not {"elbo", "kl", "iwae_nll", "kl_per_dim", "elbo_bits_per_dim"} & set(results)
+    # The third PPCA dimension is collapsed: its codes do not vary.
+    assert results["active_units"] == 2
+    np.testing.assert_allclose(results["latent_means"], z.mean(axis=0), atol=1e-5)
+    assert "note: " + evaluation.NO_BOUND_NOTE in evaluation.format_table(results)

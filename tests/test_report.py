@@ -316,3 +316,28 @@ def test_compare_json_is_strict(runs, tmp_path):
     assert row["source"] == "results.json"
     assert row["elbo"] is None and row["iwae_nll"] is None and row["reconstruction"] == 2800.0
     assert summary["rows"][0]["source"] == "computed" and summary["rows"][0]["elbo"] < 0
+
+
+# ---------------------------------------------------------------------------
+# Runs without a likelihood bound (the autoencoder) in a comparison.
+
+
+def test_compare_rows_of_a_run_without_a_likelihood_bound(tmp_path):
+    from keras_vae.report import compare
+
+    note = evaluation.NO_BOUND_NOTE
+    rows = [
+        dict(name="ae", variant="ae", network="conv", latent_dim=4, likelihood="bernoulli",
+             reconstruction=80.0, kl=None, elbo=None, note=note, num_examples=16),
+        dict(name="vae", variant="vae", network="conv", latent_dim=4, likelihood="bernoulli",
+             reconstruction=90.0, kl=20.0, elbo=-110.0, num_examples=16),
+    ]  # fmt: skip
+    table = report.format_compare_table(rows).splitlines()
+    assert table[2].startswith("| ae | ae | conv | 4 | bernoulli | - | 80.00 | - |")
+    assert compare.format_notes(rows) == f"\n- ae: {note}\n"
+    assert compare.format_notes(rows[1:]) == ""
+    # The latent-size figure draws the autoencoder's reconstruction, no KL point.
+    path = str(tmp_path / "latent_size.png")
+    plots.latent_size_figure(path, rows, {})
+    with Image.open(path) as image:
+        assert image.size == (1100, 450)

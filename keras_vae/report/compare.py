@@ -2,11 +2,16 @@
 
 A table of ELBO, reconstruction, KL, bits/dim, active units (and the IWAE NLL
 where a run has `results.json`), `compare_samples.png`,
-`compare_reconstructions.png` (one labelled block per run) and
+`compare_reconstructions.png` (one labelled block per run),
 `latent_size.png`, reconstruction and KL against latent_dim with a PCA
-baseline (`keras_vae.baselines`). Units: nats per image.
+baseline (`keras_vae.baselines`), and `compare_prior.png`: prior samples,
+interpolations and the aggregate posterior q(z) against N(0, I), which shows
+why an autoencoder (`--model=ae`) cannot be sampled and a VAE can. A run that
+bounds no likelihood (the autoencoder) has '-' for ELBO, KL, IWAE and
+bits/dim, and its `note` under the table. Units: nats per image.
 
-The models are used through their public methods only (`encode`, `decode`).
+The models are used through their public methods only (`encode`, `decode`,
+`compute_terms` for q(z)).
 """
 
 from __future__ import annotations
@@ -18,15 +23,18 @@ import keras
 import numpy as np
 from absl import logging
 
-from keras_vae import baselines, evaluation, grids, latent_grids, likelihoods, plots, runs
+from keras_vae import baselines, evaluation, grids, latent_grids, likelihoods, plots, runs, walks
 from keras_vae import files as files_lib
 from keras_vae.config import UsageError
 
 COMPARE_IMAGES = 16  # cells per block of the comparison grids, 4 x 4
 COMPARE_COLUMNS = 4
+PRIOR_CODES = 1000  # test images whose q(z) samples compare_prior.png shows
+INTERPOLATION_PAIRS, INTERPOLATION_STEPS = 4, 8  # compare_prior.png's interpolation grid
 COMPARE_COLUMNS_TABLE = (
     # key, header, format
     ("name", "run", "{}"),
+    ("variant", "variant", "{}"),
     ("network", "model", "{}"),
     ("latent_dim", "latent", "{:d}"),
     ("likelihood", "likelihood", "{}"),
@@ -44,6 +52,7 @@ COMPARE_COLUMNS_TABLE = (
 _ROW_METRICS = (
     "elbo",
     "reconstruction",
+    "reconstruction_per_dim",
     "kl",
     "elbo_bits_per_dim",
     "iwae_nll",
@@ -51,6 +60,7 @@ _ROW_METRICS = (
     "iwae_samples",
     "active_units",
     "num_examples",
+    "note",
 )
 
 
@@ -65,6 +75,45 @@ def format_compare_table(rows):
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def format_notes(rows):
+    """The `note` of each run that has one (no likelihood bound): Markdown list
+    items after a blank line, or "" when no run has one."""
+    notes = [f"- {row['name']}: {row['note']}\n" for row in rows if row.get("note")]
+    return "\n" + "".join(notes) if notes else ""
+
+
+def aggregate_posterior(model, images, seed, batch_size=256):
+    """Samples of q(z) = E_x q(z|x) and their fit to N(0, I).
+
+    One z ~ q(z|x) per image through the model's own `compute_terms` with
+    seeded eps (an autoencoder ignores eps: its codes).
+
+    Args:
+        model: a `VAE` or variant.
+        images: `(N, H, W, C)` float32 test images.
+        seed: seed of eps.
+        batch_size: images per `compute_terms` call.
+
+    Returns:
+        dict: `z` `(N, D)`; `mean`, `variance` `(D,)` per dimension; `kl`,
+        KL(N(mean, diag variance) || N(0, I)) =
+        1/2 sum_d (variance_d + mean_d^2 - 1 - log variance_d), nats: 0 for
+        a q(z) whose first two moments match the prior's.
+    """
+    rng = np.random.default_rng([seed, 2])
+    eps = rng.standard_normal((len(images), model.latent_dim)).astype(np.float32)
+    z = []
+    for i in range(0, len(images), batch_size):
+        terms = model.compute_terms(images[i : i + batch_size], eps=eps[i : i + batch_size])
+        z.append(np.asarray(terms["z"], dtype=np.float64))
+    z = np.concatenate(z)  # (N, D)
+    mean, variance = z.mean(axis=0), z.var(axis=0)
+    # A dimension with no spread at all: KL infinite; floored to stay finite.
+    log_var = np.log(np.maximum(variance, 1e-30))
+    kl = 0.5 * float(np.sum(variance + mean**2 - 1.0 - log_var))
+    return {"z": z, "mean": mean, "variance": variance, "kl": kl}
 
 
 def _run_name(workdir):
@@ -104,7 +153,13 @@ def compare_runs(workdirs, output, *, max_batches=None, pca_images=2000, seed=0,
       of their reconstructions per run;
     - `latent_size.png`: `plots.latent_size_figure`, with the PCA baseline
       fitted on the first `pca_images` train images and scored on the first
-      `pca_images` test images.
+      `pca_images` test images;
+    - `compare_prior.png`: `plots.prior_comparison_figure`, per run its prior
+      samples, interpolations between test codes and `aggregate_posterior`
+      of the first `PRIOR_CODES` test images (also in the rows).
+
+    A run without a likelihood bound (the autoencoder) has no ELBO, KL, IWAE
+    or bits/dim ('-'); its `note` follows the table (`format_notes`).
 
     Args:
         workdirs: run folders (with `config.json` and `model.keras`).
@@ -115,7 +170,8 @@ def compare_runs(workdirs, output, *, max_batches=None, pca_images=2000, seed=0,
         progress: progress bars while computing.
 
     Returns:
-        dict: `rows` (one dict per run), `pca` (by likelihood), `files`.
+        dict: `rows` (one dict per run), `pca` (by likelihood), `files`,
+        `table` (the Markdown table and notes, as printed).
 
     Raises:
         UsageError: runs on different datasets or image sizes.
@@ -131,9 +187,11 @@ def compare_runs(workdirs, output, *, max_batches=None, pca_images=2000, seed=0,
 
     test_ds, info = runs.load_split(configs[0], "test")
     inputs, _ = runs.first_examples(test_ds, COMPARE_IMAGES)
+    code_images, _ = runs.first_examples(test_ds, PRIOR_CODES)
+    pairs = latent_grids.choose_pairs(len(inputs), INTERPOLATION_PAIRS)
     tile = dict(cols=COMPARE_COLUMNS)
     sample_blocks, recon_blocks = [], [("test images\n(inputs)", grids.tile(inputs, **tile))]
-    rows = []
+    rows, prior_panels = [], []
     for workdir, name, config in zip(workdirs, names, configs, strict=True):
         _, model = runs.load_run(workdir)
         runs.check_image_shape(workdir, model, info.image_shape)
@@ -155,6 +213,7 @@ def compare_runs(workdirs, output, *, max_batches=None, pca_images=2000, seed=0,
             source = "computed"
         row = {
             "name": name,
+            "variant": config.model,
             "workdir": workdir,
             "network": config.network,
             "latent_dim": int(model.latent_dim),
@@ -172,6 +231,29 @@ def compare_runs(workdirs, output, *, max_batches=None, pca_images=2000, seed=0,
         mean, _ = model.encode(inputs)
         recon = latent_grids.decode_codes(model, np.asarray(mean))
         recon_blocks.append((label, grids.tile(recon, **tile)))
+        # compare_prior.png: interpolations between test codes, q(z) against N(0, I).
+        codes = np.asarray(mean, dtype=np.float32)
+        walk = np.stack(
+            [walks.interpolate(codes[i], codes[j], INTERPOLATION_STEPS) for i, j in pairs]
+        )
+        interpolation = latent_grids.decode_codes(model, walk.reshape(-1, codes.shape[1]))
+        prior = aggregate_posterior(model, code_images, seed)
+        row["aggregate_posterior"] = {
+            "images": len(code_images),
+            "mean": prior["mean"].tolist(),
+            "variance": prior["variance"].tolist(),
+            "kl_to_prior": prior["kl"],
+        }
+        prior_panels.append(
+            dict(
+                prior,
+                label=name if name == config.model else f"{name} ({config.model})",
+                samples=grids.tile(samples, **tile),
+                interpolation=grids.tile_rows(
+                    interpolation.reshape(walk.shape[:2] + interpolation.shape[1:])
+                ),
+            )
+        )
         del model
         keras.backend.clear_session()  # the next run's layers start from a clean graph
 
@@ -214,8 +296,12 @@ def compare_runs(workdirs, output, *, max_batches=None, pca_images=2000, seed=0,
         )
     files["latent_size"] = os.path.join(output, "latent_size.png")
     plots.latent_size_figure(files["latent_size"], rows, pca)
+    files["compare_prior"] = os.path.join(output, "compare_prior.png")
+    plots.prior_comparison_figure(files["compare_prior"], prior_panels)
 
-    table = format_compare_table(rows)
+    # The table and, for runs without a likelihood bound, why they have no ELBO.
+    notes = format_notes(rows)
+    table = format_compare_table(rows) + ("\n" + notes.rstrip("\n") if notes else "")
     clip = baselines.BERNOULLI_CLIP
     summary = {
         "dataset": configs[0].dataset,
@@ -228,14 +314,26 @@ def compare_runs(workdirs, output, *, max_batches=None, pca_images=2000, seed=0,
             "as -log p(x | PCA reconstruction) under the runs' likelihood (bernoulli: "
             f"probabilities clipped to [{clip:g}, {1 - clip:g}]; gaussian: "
             "the run's sigma; gaussian_learned / discretized_logistic: one scale fitted on "
-            "the train images). Right: each run's test KL in nats per image."
+            "the train images). Right: each run's test KL in nats per image (none for a "
+            "model without a KL, e.g. the autoencoder)."
+        ),
+        "compare_prior_png": (
+            f"One column per run. Prior samples (the same {COMPARE_IMAGES} z ~ N(0, I) for "
+            f"every run); linear interpolations between the codes (encoder means) of "
+            f"{len(pairs)} pairs of test images; one z ~ q(z|x) for each of the first "
+            f"{len(code_images)} test images (for an autoencoder its code), i.e. samples of "
+            "the aggregate posterior q(z), on z0, z1 over the N(0, I) circles at 1, 2, 3 sd; "
+            "per dimension the mean +- sd of those samples over the N(0, 1) band, titled with "
+            "KL(N(mean, diag var) || N(0, I)). Where q(z) misses N(0, I), decoded prior "
+            "samples are codes the decoder never saw (rows: aggregate_posterior)."
         ),
         "files": files,
     }
     files["compare_md"] = os.path.join(output, "compare.md")
     files["compare_json"] = os.path.join(output, "compare.json")
     files_lib.atomic_write_text(
-        files["compare_md"], f"# Comparison on {configs[0].dataset}\n\n{table}\n"
+        files["compare_md"],
+        f"# Comparison on {configs[0].dataset}\n\n{table}\n",
     )
     evaluation.write_results(files["compare_json"], summary)
     summary["table"] = table

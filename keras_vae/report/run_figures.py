@@ -8,8 +8,8 @@
 | `traversal.png`, `traversal_origin.png` | one row per latent dimension by KL (*) |
 | `manifold.png` | the 2-D manifold, latent_dim == 2 only (*) |
 | `manifold_axes.png` | the same with z1 / z2 ticks at the Gaussian quantiles |
-| `latent_scatter.png` | posterior means, top-2 dimensions by KL, coloured by a label |
-| `kl_per_dim.png` | KL per latent dimension, sorted; active units marked |
+| `latent_scatter.png` | posterior means, top-2 dimensions by KL, coloured by a label (**) |
+| `kl_per_dim.png` | KL per latent dimension, sorted; active units marked (not for (**)) |
 | `neighbourhood.png` | samples around one test image's code, one row per radius |
 | `principal_directions.png` | walks along the top principal axes of the codes |
 | `attribute_vector.png` | an attribute vector added to test codes (labelled data only) |
@@ -20,6 +20,11 @@ cells of H x W pixels, 1 white pixel between cells, no outer border, blocks
 stacked with `latent_grids.BLOCK_GAP` pixels between them (see `grids.tile`).
 The others are matplotlib figures (`keras_vae.plots`, which draws what this
 module computes).
+
+(**) A model without a posterior (`bounds_likelihood = False`, the
+deterministic autoencoder) has no KL: its dimensions are ranked by the
+variance of their codes instead (scatter, traversal rows), and there is no
+`kl_per_dim.png`.
 
 The model is used through its public methods only (`encode`, `decode`).
 """
@@ -224,6 +229,10 @@ def write_run_figures(
     colour_name = attribute[0] if attribute else None
     colour_labels = labels.get(colour_name) if colour_name else None
     stats = latent_grids.latent_statistics(model, held_out)
+    bounded = model.bounds_likelihood
+    if not bounded:  # no KL: traversal rows by the variance of the codes
+        stats["order"] = walks.order_by_kl(stats["mean_variance"])  # descending, stable
+        stats["traversal_dims"] = stats["order"][: len(stats["traversal_dims"])]
     held_out_labels = all_labels.get(colour_name) if colour_name else None
     pairs = latent_grids.choose_pairs(
         len(held_out), 4, None if held_out_labels is None else held_out_labels[: len(held_out)]
@@ -246,18 +255,21 @@ def write_run_figures(
             axis=walks.manifold_axis(MANIFOLD_SIZE),
         )
 
-    # Latent scatter: the two dimensions with the largest KL over the test data.
-    kl_per_dim = np.asarray(results["kl_per_dim"], dtype=np.float64)
-    dims = [int(d) for d in walks.order_by_kl(kl_per_dim)[:2]]
+    # Latent scatter: the two dimensions with the largest KL over the test data
+    # (without a KL, the largest variance of the codes).
+    ranking = results["kl_per_dim"] if bounded else results["latent_variances"]
+    dims = [int(d) for d in walks.order_by_kl(np.asarray(ranking, dtype=np.float64))[:2]]
     plots.scatter_figure(
-        out("latent_scatter.png"), means[:, dims], dims, colour_labels, colour_name
-    )
-    plots.kl_figure(
-        out("kl_per_dim.png"),
-        kl_per_dim,
-        results["latent_variances"],
-        results.get("active_unit_threshold", evaluation.ACTIVE_UNIT_THRESHOLD),
-    )
+        out("latent_scatter.png"), means[:, dims], dims, colour_labels, colour_name,
+        ranked_by="KL" if bounded else "variance",
+    )  # fmt: skip
+    if bounded:
+        plots.kl_figure(
+            out("kl_per_dim.png"),
+            results["kl_per_dim"],
+            results["latent_variances"],
+            results.get("active_unit_threshold", evaluation.ACTIVE_UNIT_THRESHOLD),
+        )
     _neighbourhood_figure(
         model,
         out("neighbourhood.png"),

@@ -223,7 +223,8 @@ class _Run:
         config, runtime = self.config, self.runtime
         with runtime.strategy.scope():
             self.model = build_model(
-                config, self.image_shape, self.steps_per_epoch, runtime.jit_compile
+                config, self.image_shape, self.steps_per_epoch, runtime.jit_compile,
+                dataset_size=self.train_info.num_examples,
             )
             if not self.model.optimizer.built:  # LossScaleOptimizer.build is not idempotent
                 self.model.optimizer.build(self.model.trainable_variables)
@@ -348,18 +349,33 @@ class _Run:
             metrics = model.evaluate(
                 test_ds, steps=eval_steps, return_dict=True, verbose=self.verbose
             )
-        results = {
-            "workdir": self.workdir,
-            "elbo": float(metrics["elbo"]),
-            "reconstruction": float(metrics["reconstruction"]),
-            "kl": float(metrics["kl"]),
-            "bits_per_dim": bits_per_dim(-float(metrics["elbo"]), self.image_shape),
+        if model.bounds_likelihood:
+            results = {
+                "workdir": self.workdir,
+                "elbo": float(metrics["elbo"]),
+                "reconstruction": float(metrics["reconstruction"]),
+                "kl": float(metrics["kl"]),
+                "bits_per_dim": bits_per_dim(-float(metrics["elbo"]), self.image_shape),
+            }
+        else:
+            # No ELBO, KL or bits/dim: the model defines no density p(x) (e.g.
+            # the autoencoder); its logs are the reconstruction NLL only.
+            from keras_vae.evaluation import NO_BOUND_NOTE
+
+            reconstruction = float(metrics["reconstruction"])
+            results = {
+                "workdir": self.workdir,
+                "reconstruction": reconstruction,
+                "reconstruction_per_dim": reconstruction / math.prod(self.image_shape),
+                "note": NO_BOUND_NOTE,
+            }
+        results.update({
             "num_images": int(min(test_info.num_examples, eval_steps * config.batch_size)),
             "steps": step_of(model),
             "skipped_steps": int(keras.ops.convert_to_numpy(model.skipped_steps)),
             "resumed_from_step": self.start_step or None,
             "replicas": runtime.strategy.num_replicas_in_sync,
-        }
+        })
         _check_finite_results(results)
         if not runtime.is_chief:
             return results
@@ -408,7 +424,9 @@ def _diverged_error(error, config, workdir):
 
 
 def _check_finite_results(results):
-    bad = [k for k in ("elbo", "reconstruction", "kl") if not math.isfinite(results[k])]
+    # What the model reports: no elbo or kl for one that bounds no likelihood.
+    present = [k for k in ("elbo", "reconstruction", "kl") if k in results]
+    bad = [k for k in present if not math.isfinite(results[k])]
     if bad:
         raise UserError(
             f"The test metrics are not finite ({', '.join(f'{k}={results[k]}' for k in bad)}) "
@@ -419,7 +437,15 @@ def _check_finite_results(results):
 
 
 def summary_line(results):
-    """The one-line summary `train.py` ends with."""
+    """The one-line summary `train.py` ends with: the test ELBO, or for a model
+    that bounds no likelihood (no `elbo` in `results`) the reconstruction."""
+    if "elbo" not in results:
+        return (
+            f"Test reconstruction {results['reconstruction']:.2f} nats/image "
+            f"({results['reconstruction_per_dim']:.5f} nats/dim at z = the encoder's mean; "
+            "no ELBO or bits/dim: the model defines no p(x)) "
+            f"on {results['num_images']} test images. Run saved in {results['workdir']}"
+        )
     return (
         f"Test ELBO {results['elbo']:.2f} nats/image "
         f"({results['bits_per_dim']:.4f} bits/dim; reconstruction "
