@@ -47,10 +47,11 @@ class Interrupted(UserError):
 # The registries' keys (keras_vae.models.MODELS, keras_vae.networks.NETWORKS,
 # keras_vae.likelihoods.LIKELIHOODS), listed here so config stays at the
 # bottom of the house; tests/test_config.py keeps them in sync.
-MODELS = ("vae",)
+MODELS = ("vae", "ae", "beta_tcvae", "iwae")
 NETWORKS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned", "discretized_logistic")
 BETA_SCHEDULES = ("constant", "linear", "cyclical")
+TC_ESTIMATORS = ("mws", "mss")
 # Datasets with a preset; `folder:PATH` uses the `folder` preset.
 DATASETS = ("shapes", "mnist", "fashion_mnist", "cifar10", "celeb_a", "svhn_cropped", "frey_faces")
 FOLDER_PREFIX = "folder:"
@@ -99,6 +100,12 @@ class Config:
     beta_cycles: int = _field(4, "cyclical schedule: cycles over the whole run")
     cycle_ratio: float = _field(0.5, "cyclical schedule: fraction of each cycle spent rising")
     free_bits: float = _field(0.0, "nats per latent dimension not penalised (0 = off)")
+    # Variants' own settings (used by the --model they name).
+    iwae_k: int = _field(5, "iwae: importance samples K of the training bound (K = 1 is the VAE)")
+    tc_weight: float = _field(6.0, "beta_tcvae: weight of the total correlation (Chen et al.'s "
+                              "beta; the mutual information and dimension-wise KL keep weight 1)")
+    tc_estimator: str = _field("mws", "beta_tcvae: minibatch-weighted (mws) or minibatch-"
+                               "stratified (mss) sampling estimate of log q(z)")
     # Optimisation.
     epochs: int = _field(5, "training epochs (of --steps_per_epoch steps when set)")
     steps_per_epoch: int | None = _field(None, "steps per epoch (default: one pass over the "
@@ -233,7 +240,7 @@ def validate(config):
             "--dataset=folder: needs a path, e.g. --dataset=folder:/data/img_align_celeba."
         )
     for name in ("latent_dim", "epochs", "batch_size", "dense_units", "beta_cycles", "image_every",
-                 "backup_every_steps", "max_consecutive_skips"):
+                 "backup_every_steps", "max_consecutive_skips", "iwae_k"):
         _positive_int(name, getattr(config, name))
     for name in ("steps_per_epoch", "validation_steps", "eval_steps", "image_size"):
         _positive_int(name, getattr(config, name), allow_none=True)
@@ -272,6 +279,32 @@ def validate(config):
             )
     if not config.beta >= 0:
         raise UsageError(f"--beta must be >= 0 (1 is the ELBO). Received: {config.beta!r}.")
+    if config.tc_estimator not in TC_ESTIMATORS:
+        raise UsageError(
+            f"--tc_estimator must be one of {', '.join(TC_ESTIMATORS)}. "
+            f"Received: {config.tc_estimator!r}."
+        )
+    if not config.tc_weight >= 0:
+        raise UsageError(f"--tc_weight must be >= 0. Received: {config.tc_weight!r}.")
+    if config.model == "iwae" and (
+        config.beta != 1 or config.free_bits > 0 or config.beta_schedule != "constant"
+    ):
+        raise UsageError(
+            "--model=iwae trains the importance-weighted bound, which has no KL term to weight, "
+            "anneal or floor: drop --beta, --beta_schedule and --free_bits (received beta="
+            f"{config.beta!r}, beta_schedule={config.beta_schedule!r}, "
+            f"free_bits={config.free_bits!r})."
+        )
+    if config.model == "beta_tcvae" and config.free_bits > 0:
+        raise UsageError(
+            "--free_bits does not apply to --model=beta_tcvae (its KL is split into mutual "
+            "information, total correlation and dimension-wise KL): drop it."
+        )
+    if config.model == "beta_tcvae" and config.batch_size < 2:
+        raise UsageError(
+            "--model=beta_tcvae estimates q(z) from the other images of a batch: use "
+            "--batch_size of 2 or more (64 or more for good estimates)."
+        )
     if not config.free_bits >= 0:
         raise UsageError(f"--free_bits must be >= 0. Received: {config.free_bits!r}.")
     if not config.learning_rate > 0:

@@ -383,3 +383,34 @@ def test_finished_workdir_needs_restart(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     with open(workdir / training.SUMMARY_FILE) as f:
         assert json.load(f)["resumed_from_step"] is None
+
+
+class _SigtermAt(keras.callbacks.Callback):
+    """Sends this process SIGTERM after training step `at`, as a scheduler would."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(keras.ops.convert_to_numpy(self.model.kl_step)) == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["vae", "ae", "iwae", "beta_tcvae"])
+def test_every_model_resumes_exactly_after_sigterm(tmp_path, model):
+    # Every variant keeps its whole state in the backup (weights, optimizer,
+    # step, random state): stopped mid-epoch and resumed, it ends with the
+    # weights of a run never stopped (deterministic ops).
+    config = _tiny_config(model=model, epochs=2, steps_per_epoch=4, deterministic=True)
+    straight, stopped = str(tmp_path / "straight"), str(tmp_path / "stopped")
+    training.train_and_evaluate(config, straight, verbose=0)
+    with pytest.raises(config_lib.Interrupted, match="the run up to step 6 is saved") as info:
+        # SIGTERM after step 5: the handler backs up at the end of step 6.
+        training.train_and_evaluate(config, stopped, verbose=0, callbacks=[_SigtermAt(5)])
+    assert info.value.exit_code == 128 + signal.SIGTERM
+    results = training.train_and_evaluate(config, stopped, verbose=0)
+    assert results["resumed_from_step"] == 6 and results["steps"] == 8
+    for a, b in zip(_weights(stopped), _weights(straight), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import datetime
+import re
 
 import pytest
 
@@ -115,3 +116,21 @@ def test_every_field_is_a_flag_with_help():
     assert config.latent_dim == 10  # not given: the shapes preset's value
     for field in dataclasses.fields(config_lib.Config):
         assert values[field.name].help.endswith(".") and len(values[field.name].help) > 20
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        ({"model": "iwae", "beta": 4.0}, "--model=iwae trains the importance-weighted bound"),
+        ({"model": "iwae", "free_bits": 0.5}, "drop --beta, --beta_schedule and --free_bits"),
+        ({"model": "iwae", "beta_schedule": "linear"}, "beta_schedule='linear'"),
+        ({"model": "beta_tcvae", "free_bits": 0.5}, "--free_bits does not apply"),
+        ({"model": "beta_tcvae", "batch_size": 1}, "--batch_size of 2 or more"),
+        ({"model": "beta_tcvae", "tc_weight": float("inf")}, "--tc_weight must be a finite"),
+        ({"model": "beta_tcvae", "tc_estimator": "paper"}, "--tc_estimator must be one of"),
+        ({"iwae_k": 0}, "--iwae_k must be a positive integer"),
+    ],
+)
+def test_variant_settings_are_checked(overrides, words):
+    with pytest.raises(UsageError, match=re.escape(words)):
+        config_lib.resolve("shapes", **overrides)

@@ -13,12 +13,18 @@ to the public methods of `VAE` (`encode`, `decode`, `sample`, `reconstruct`,
 
 import keras
 
+from keras_vae.models.ae import AE
+from keras_vae.models.beta_tcvae import BetaTCVAE
+from keras_vae.models.iwae import IWAE
 from keras_vae.models.schedules import beta_at
 from keras_vae.models.vae import VAE
 
 # Name (the `--model` flag, `Config.model`) -> class.
 MODELS = {
     "vae": VAE,
+    "ae": AE,
+    "beta_tcvae": BetaTCVAE,
+    "iwae": IWAE,
 }
 
 
@@ -49,4 +55,4 @@ def register(name, cls):
     return cls
 
 
-__all__ = ["MODELS", "VAE", "beta_at", "get", "register"]
+__all__ = ["AE", "IWAE", "MODELS", "VAE", "BetaTCVAE", "beta_at", "get", "register"]

@@ -60,6 +60,10 @@ class VAE(keras.Model):
         with Inverse Autoregressive Flow", NeurIPS 2016 (free bits).
     """
 
+    # `elbo` and `log_weights` bound log p(x): evaluation reports ELBO, IWAE and
+    # bits/dim only then (the deterministic autoencoder sets it False).
+    bounds_likelihood = True
+
     def __init__(
         self,
         encoder,
@@ -159,8 +163,6 @@ class VAE(keras.Model):
         self.beta_tracker = LastValue(name="beta")
         self.skipped_tracker = LastValue(name="skipped_steps")
         self.built = True
-
-    # -- properties ---------------------------------------------------------
 
     @property
     def latent_dim(self):
@@ -274,6 +276,12 @@ class VAE(keras.Model):
         self.beta_tracker.update_state(beta)
         self.skipped_tracker.update_state(self.skipped_steps)
         return {m.name: m.result() for m in self.metrics}
+
+    @classmethod
+    def config_options(cls, config, dataset_size=None):
+        """Constructor arguments a variant takes from the run's `Config` (and the
+        training split's size), beyond the `VAE`'s own: none for the VAE."""
+        return {}
 
     # -- Keras training hooks ----------------------------------------------
 
@@ -395,10 +403,8 @@ class VAE(keras.Model):
             log w_k = log p(x|z_k) + log N(z_k; 0, I) - log N(z_k; mean, diag(exp(log_var))),
 
         where log q(z_k|x) = -1/2 sum_d (log 2 pi + log_var_d + eps_kd^2) comes
-        from eps directly: no (z - mean) / sigma round trip, so a posterior
-        equal to the true one gives the same log w_k for every k up to float
-        error. The k codes go through the decoder in one call. logmeanexp over
-        k is the IWAE bound; the mean over k with k = 1 is the ELBO's estimate.
+        from eps directly (no (z - mean) / sigma round trip). The k codes go
+        through the decoder in one call; logmeanexp over k is the IWAE bound.
         A variant with another posterior or prior overrides this.
 
         Args:
@@ -453,10 +459,9 @@ class VAE(keras.Model):
                 bad.append(variable.path)
         return bad
 
-    # -- random state (for exact resume) ------------------------------------
-
     def rng_state(self):
-        """The seed generators' states, which `save_weights` does not store."""
+        """The seed generators' states, which `save_weights` does not store
+        (exact resume saves them beside the weights)."""
         return {
             "sampling": ops.convert_to_numpy(self.sampling.seed_generator.state).tolist(),
             "prior": ops.convert_to_numpy(self.prior_seed_generator.state).tolist(),

@@ -22,12 +22,15 @@ def load_split(config, split, *, shuffle, repeat, drop_remainder=False):
     )
 
 
-def build_model(config, image_shape, steps_per_epoch, jit_compile=False):
-    """Builds and compiles the VAE that `config` describes.
+def build_model(config, image_shape, steps_per_epoch, jit_compile=False, dataset_size=None):
+    """Builds and compiles the model (`config.model`, a registered variant) that
+    `config` describes.
 
     `steps_per_epoch` sets the beta schedule's length: a linear warm-up over
     `config.warmup_steps` (default a quarter of training) or
-    `config.beta_cycles` cycles over the whole run.
+    `config.beta_cycles` cycles over the whole run. A variant takes its own
+    settings from `config` (and `dataset_size`, the training split's size)
+    through its `config_options`.
     """
     total_steps = config.epochs * steps_per_epoch
     warmup_steps = config.warmup_steps
@@ -38,7 +41,8 @@ def build_model(config, image_shape, steps_per_epoch, jit_compile=False):
         encoder, decoder = build_networks(config, image_shape)
     except ValueError as e:
         raise UsageError(f"Cannot build the {config.network} networks: {e}") from e
-    model = models.get(config.model)(
+    cls = models.get(config.model)
+    model = cls(
         encoder,
         decoder,
         likelihood=config.likelihood,
@@ -50,6 +54,7 @@ def build_model(config, image_shape, steps_per_epoch, jit_compile=False):
         free_bits=config.free_bits,
         gaussian_sigma=config.gaussian_sigma,
         seed=config.seed,
+        **cls.config_options(config, dataset_size),
     )
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), jit_compile=jit_compile)
     return model
