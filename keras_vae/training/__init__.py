@@ -8,9 +8,10 @@ files (DESIGN.md section 1) go into `workdir`, each written atomically
     model.keras                 the latest model (each epoch and at the end)
     history.json                per-epoch logs of `fit` (kept across resumes)
     backup/                     resume state: weights + optimizer + RNG + step
-    tensorboard/{train,validation}  scalars (loss, reconstruction, kl, elbo, beta,
-                                learning rate, skipped_steps); validation also
-                                the image grids of `LatentSummaries`
+    tensorboard/{train,validation}  scalars (the model's log keys: loss,
+                                reconstruction, kl, elbo, beta, skipped_steps and
+                                a variant's own); validation also the image
+                                grids of `LatentSummaries`
     export/                     the SavedModel (`keras_vae.export`)
     train_summary.json          test metrics; its presence marks a finished run
 
@@ -18,7 +19,9 @@ A run killed at any point and started again with the same arguments resumes
 from its last backup: the model, optimizer and random state are restored and
 the (deterministic) input stream skips the batches already used, so it ends
 with the same number of epochs and steps as an uninterrupted run, and with
-`deterministic=True` the same weights.
+`deterministic=True` the same weights. SIGTERM and Ctrl-C write a backup
+first (`callbacks.PreemptionGuard`); a run whose weights turn non-finite
+stops before saving them (`callbacks.NonFiniteGuard`, `checkpoint`).
 """
 
 from __future__ import annotations
@@ -109,9 +112,11 @@ def train_and_evaluate(config: Config, workdir: str, verbose="auto", restart=Fal
         callbacks: more Keras callbacks, run on every worker.
 
     Returns:
-        dict with the test metrics (`elbo`, `reconstruction`, `kl` in nats
-        per example, `bits_per_dim`, `num_images`), `steps`,
-        `skipped_steps`, `resumed_from_step` and `workdir`.
+        dict with the test metrics in nats per example (`elbo`,
+        `reconstruction`, `kl`, `bits_per_dim`; for a model that bounds no
+        likelihood, the autoencoder, `reconstruction`,
+        `reconstruction_per_dim` and a `note` instead), `num_images`,
+        `steps`, `skipped_steps`, `resumed_from_step` and `workdir`.
 
     Raises:
         UsageError: bad config, a finished workdir, a config that disagrees
