@@ -47,7 +47,7 @@ class Interrupted(UserError):
 # The registries' keys (keras_vae.models.MODELS, keras_vae.networks.NETWORKS,
 # keras_vae.likelihoods.LIKELIHOODS), listed here so config stays at the
 # bottom of the house; tests/test_config.py keeps them in sync.
-MODELS = ("vae", "ae", "beta_tcvae", "iwae")
+MODELS = ("vae", "ae", "beta_tcvae", "iwae", "iaf")
 NETWORKS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned", "discretized_logistic")
 BETA_SCHEDULES = ("constant", "linear", "cyclical")
@@ -106,6 +106,9 @@ class Config:
                               "beta; the mutual information and dimension-wise KL keep weight 1)")
     tc_estimator: str = _field("mws", "beta_tcvae: minibatch-weighted (mws) or minibatch-"
                                "stratified (mss) sampling estimate of log q(z)")
+    iaf_steps: int = _field(2, "iaf: inverse autoregressive flow steps T (0 is the VAE's "
+                            "Gaussian posterior)")
+    iaf_units: int = _field(64, "iaf: hidden width of each flow step's MADE")
     # Optimisation.
     epochs: int = _field(5, "training epochs (of --steps_per_epoch steps when set)")
     steps_per_epoch: int | None = _field(None, "steps per epoch (default: one pass over the "
@@ -240,7 +243,7 @@ def validate(config):
             "--dataset=folder: needs a path, e.g. --dataset=folder:/data/img_align_celeba."
         )
     for name in ("latent_dim", "epochs", "batch_size", "dense_units", "beta_cycles", "image_every",
-                 "backup_every_steps", "max_consecutive_skips", "iwae_k"):
+                 "backup_every_steps", "max_consecutive_skips", "iwae_k", "iaf_units"):
         _positive_int(name, getattr(config, name))
     for name in ("steps_per_epoch", "validation_steps", "eval_steps", "image_size"):
         _positive_int(name, getattr(config, name), allow_none=True)
@@ -279,6 +282,8 @@ def validate(config):
             )
     if not config.beta >= 0:
         raise UsageError(f"--beta must be >= 0 (1 is the ELBO). Received: {config.beta!r}.")
+    if not isinstance(config.iaf_steps, int) or config.iaf_steps < 0:
+        raise UsageError(f"--iaf_steps must be >= 0. Received: {config.iaf_steps!r}.")
     if config.tc_estimator not in TC_ESTIMATORS:
         raise UsageError(
             f"--tc_estimator must be one of {', '.join(TC_ESTIMATORS)}. "

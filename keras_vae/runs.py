@@ -18,7 +18,6 @@ exactly from a config.
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import zipfile
@@ -198,12 +197,10 @@ def load_model(path):
 
 
 def network_weights(model):
-    """The number of trained weights of `model`: its networks' weights.
-
-    The model's own counters (training steps, skipped steps) are variables
-    too, but not trained, so `count_params()` counts them and this does not.
-    """
-    return sum(math.prod(weight.shape) for weight in model.trainable_weights)
+    """The number of weights of `model`'s encoder and decoder
+    (`VAE.network_parameters`): what `config.json`'s networks predict. A
+    variant's own weights (e.g. a flow's) and the model's counters apart."""
+    return int(model.network_parameters)
 
 
 def _expected_weights(config, model):

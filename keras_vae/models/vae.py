@@ -173,6 +173,11 @@ class VAE(keras.Model):
         return tuple(self.encoder.input_shape[1:])
 
     @property
+    def network_parameters(self):
+        """Trained weights of the encoder and decoder (a variant's own, e.g. a flow's, apart)."""
+        return self.encoder.count_params() + self.decoder.count_params()
+
+    @property
     def metrics(self):
         # Tracker names equal the log keys: with a mismatch (the keras.io
         # example's), Keras' epoch-end logs silently fall back to the last
@@ -289,10 +294,9 @@ class VAE(keras.Model):
         """`keras.Model.compile`, with the optimizer in a `LossScaleOptimizer`.
 
         The wrapper skips any update whose gradients are not finite, which
-        guards float32 runs too (scale 1, never grown: exact, as scaling by
-        powers of two is). Under `mixed_float16` it starts at 2**8 instead of
-        Keras' 2**15, which overflowed the float16 gradients of a loss of a
-        few hundred nats and skipped the first ~5 steps of every run.
+        guards float32 runs too (scale 1, never grown: exact). Under
+        `mixed_float16` it starts at 2**8 instead of Keras' 2**15, which
+        skipped the first ~5 steps of every run (float16 overflow).
         """
         optimizer = keras.optimizers.get(optimizer)
         if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
@@ -305,12 +309,11 @@ class VAE(keras.Model):
         super().compile(optimizer=optimizer, **kwargs)
 
     def compile_from_config(self, config):
-        # Keras skips a custom `compile` on load unless this is overridden;
-        # the saved optimizer is already the LossScaleOptimizer.
+        # Keras skips a custom `compile` on load without this (the saved
+        # optimizer is already the LossScaleOptimizer).
         config = keras.saving.deserialize_keras_object(config)
         self.compile(**config)
-        if self.built and not self.optimizer.built:
-            # LossScaleOptimizer.build adds its variables again on every call.
+        if self.built and not self.optimizer.built:  # LossScaleOptimizer.build: not idempotent
             self.optimizer.build(self.trainable_variables)
 
     def train_step(self, data):
@@ -355,8 +358,6 @@ class VAE(keras.Model):
     def build(self, input_shape=None):
         # Encoder and decoder are functional models, built on construction.
         self.built = True
-
-    # -- inference API ------------------------------------------------------
 
     def encode(self, images):
         """q(z|x) parameters: `(mean, log_var)`, each `(batch, latent_dim)`."""
@@ -471,8 +472,6 @@ class VAE(keras.Model):
         """Restores what `rng_state` returned."""
         self.sampling.seed_generator.state.assign(state["sampling"])
         self.prior_seed_generator.state.assign(state["prior"])
-
-    # -- serialization ------------------------------------------------------
 
     def get_config(self):
         return {
