@@ -122,10 +122,8 @@ class IWAE(VAE):
             `log_px (batch,)`, `kl_per_dim`, `mean`, `log_var`, `z`
             `(batch, latent_dim)`, `params`.
         """
-        # `VAE.log_weights`' maths in one pass that passes `training` on and
-        # keeps the first code's terms (log_weights calls the sub-models with
-        # training=False and returns only the sums); tests/test_iwae.py pins
-        # the two to the same numbers.
+        # `VAE.log_weights`' maths, passing `training` on and keeping the first
+        # code's terms; tests/test_iwae.py pins the two to the same numbers.
         x = self._as_images(x)
         mean, log_var = self.encoder(x, training=training)
         # The bound in float32 whatever the policy (float64 stays float64):
@@ -144,26 +142,11 @@ class IWAE(VAE):
             if len(eps.shape) == 2:
                 eps = ops.expand_dims(eps, 0)
         k = eps.shape[0]
-        z = ops.expand_dims(mean, 0) + ops.exp(0.5 * ops.expand_dims(log_var, 0)) * eps  # (K, B, D)
-        # Sample-major, as in `VAE.log_weights`: row s * B + i of the flat
-        # tensors is (sample s, example i), so rows [0, B) are the first code.
-        image_shape = tuple(ops.shape(x)[1:])
-        x_flat = ops.reshape(
-            ops.tile(ops.expand_dims(x, 0), (k, 1) + (1,) * len(image_shape)),
-            (k * batch,) + image_shape,
-        )  # (K*B, H, W, C)
-        params = self.decoder(ops.reshape(z, (k * batch, latent_dim)), training=training)
-        log_px = ops.reshape(
-            ops.cast(self.likelihood_fn.log_prob(x_flat, params), dtype), (k, batch)
-        )
-        log_pz = likelihoods_lib.standard_normal_log_density(z)  # (K, B)
-        # log q(z_k|x) from eps directly, as in `VAE.log_weights`.
-        log_qz = -0.5 * ops.sum(
-            likelihoods_lib.LOG_2PI + ops.expand_dims(log_var, 0) + ops.square(eps), axis=-1
-        )
+        # `VAE._importance_terms`: one decoder call on K * B codes, sample-major.
+        log_w, log_px, z, params = self._importance_terms(x, mean, log_var, eps, training)
         params = ops.reshape(params, (k, batch) + tuple(params.shape[1:]))
         return {
-            "log_w": ops.transpose(log_px + log_pz - log_qz),  # (B, K)
+            "log_w": ops.transpose(log_w),  # (B, K)
             "log_px": log_px[0],
             "kl_per_dim": likelihoods_lib.gaussian_kl_per_dim(mean, log_var),
             "mean": mean,

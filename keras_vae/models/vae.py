@@ -398,15 +398,9 @@ class VAE(keras.Model):
     def log_weights(self, images, k, seed=None, eps=None):
         """Log importance weights, `(batch, k)`: log p(x, z_k) - log q(z_k|x).
 
-        With z_k = mean + exp(log_var / 2) * eps_k, eps_k ~ N(0, I)
-        (Burda et al. 2015, eq. 8):
-
-            log w_k = log p(x|z_k) + log N(z_k; 0, I) - log N(z_k; mean, diag(exp(log_var))),
-
-        where log q(z_k|x) = -1/2 sum_d (log 2 pi + log_var_d + eps_kd^2) comes
-        from eps directly (no (z - mean) / sigma round trip). The k codes go
-        through the decoder in one call; logmeanexp over k is the IWAE bound.
-        A variant with another posterior or prior overrides this.
+        log w_k = log p(x|z_k) + log N(z_k; 0, I) - log q(z_k|x), z_k ~ q(z|x)
+        (Burda et al. 2015, eq. 8; see `_importance_terms`); logmeanexp over k
+        is the IWAE bound. A variant with another posterior or prior overrides it.
 
         Args:
             images: `(batch, H, W, C)` float in [0, 1], or uint8.
@@ -421,27 +415,36 @@ class VAE(keras.Model):
         """
         x = self._as_images(images)
         mean, log_var = (ops.cast(t, "float32") for t in self.encode(x))  # (B, D)
-        batch, latent_dim = ops.shape(mean)
         if eps is None:
             seed = self.sampling.seed_generator if seed is None else seed
-            eps = keras.random.normal((k, batch, latent_dim), seed=seed)  # (K, B, D)
-        eps = ops.cast(eps, "float32")
+            eps = keras.random.normal((k,) + tuple(ops.shape(mean)), seed=seed)  # (K, B, D)
+        log_w, *_ = self._importance_terms(x, mean, log_var, ops.cast(eps, "float32"))
+        return ops.transpose(log_w)  # (B, K)
+
+    def _importance_terms(self, x, mean, log_var, eps, training=False):
+        """`(log_w, log_px, z, params)` of z_k = mean + exp(log_var / 2) * eps_k.
+
+        `eps` `(K, B, D)`; one decoder call on K * B codes, sample-major (row
+        s * B + i is sample s of example i): `log_w`, `log_px` `(K, B)`, `z`
+        `(K, B, D)`, `params` `(K * B, ...)`. log q(z_k|x) = -1/2 sum_d (log 2 pi
+        + log_var_d + eps_kd^2) comes from eps (no (z - mean) / sigma round trip).
+        """
+        k, batch, latent_dim = (ops.shape(eps)[i] for i in range(3))
         z = ops.expand_dims(mean, 0) + ops.exp(0.5 * ops.expand_dims(log_var, 0)) * eps
-        # Sample-major: row s * B + i of the flat tensors is (sample s, example i).
         image_shape = tuple(ops.shape(x)[1:])
         x_flat = ops.reshape(
             ops.tile(ops.expand_dims(x, 0), (k, 1) + (1,) * len(image_shape)),
             (k * batch,) + image_shape,
         )  # (K*B, H, W, C)
-        params = self.decoder(ops.reshape(z, (k * batch, latent_dim)), training=False)
+        params = self.decoder(ops.reshape(z, (k * batch, latent_dim)), training=training)
         log_px = ops.reshape(
-            ops.cast(self.likelihood_fn.log_prob(x_flat, params), "float32"), (k, batch)
+            ops.cast(self.likelihood_fn.log_prob(x_flat, params), mean.dtype), (k, batch)
         )
         log_pz = likelihoods_lib.standard_normal_log_density(z)  # (K, B)
         log_qz = -0.5 * ops.sum(
             likelihoods_lib.LOG_2PI + ops.expand_dims(log_var, 0) + ops.square(eps), axis=-1
         )
-        return ops.transpose(log_px + log_pz - log_qz)  # (B, K)
+        return log_px + log_pz - log_qz, log_px, z, params
 
     def nonfinite_variables(self):
         """Names of the model's and its optimizer's variables holding a NaN or Inf.
@@ -461,8 +464,7 @@ class VAE(keras.Model):
         return bad
 
     def rng_state(self):
-        """The seed generators' states, which `save_weights` does not store
-        (exact resume saves them beside the weights)."""
+        """The seed generators' states (not in `save_weights`; the backup keeps them)."""
         return {
             "sampling": ops.convert_to_numpy(self.sampling.seed_generator.state).tolist(),
             "prior": ops.convert_to_numpy(self.prior_seed_generator.state).tolist(),
