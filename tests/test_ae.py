@@ -7,7 +7,6 @@ import math
 import os
 import subprocess
 import sys
-import textwrap
 
 import keras
 import numpy as np
@@ -169,52 +168,7 @@ def test_evaluate_model_reports_reconstruction_and_a_note():
 # ---------------------------------------------------------------------------
 # Distribution and precision.
 
-MIRRORED = """
-import json
-import numpy as np, tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import keras, keras_vae
-from keras_vae.models import AE
-
-def make():
-    keras.utils.set_random_seed(1)
-    enc = keras_vae.build_encoder((16, 16, 1), 3, "conv", widths=(4, 8), dense_units=16)
-    dec = keras_vae.build_decoder((16, 16, 1), 3, "conv", widths=(4, 8), dense_units=16)
-    model = AE(enc, dec, seed=0)  # no noise to switch off: z is the mean
-    model.compile(optimizer=keras.optimizers.SGD(0.1))
-    return model
-
-x = (np.random.default_rng(0).random((16, 16, 16, 1)) > 0.5).astype("float32")
-batch = tf.data.Dataset.from_tensors(x)  # one global batch of 16
-plain = make()
-plain_logs = plain.fit(batch, epochs=1, verbose=0).history
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-with strategy.scope():
-    mirrored = make()
-mirrored_logs = mirrored.fit(batch, epochs=1, verbose=0).history
-diff = max(float(np.max(np.abs(a.numpy() - b.numpy())))
-           for a, b in zip(plain.trainable_weights, mirrored.trainable_weights))
-moved = max(float(np.max(np.abs(a.numpy() - b.numpy())))
-            for a, b in zip(plain.trainable_weights, make().trainable_weights))
-print(json.dumps({"replicas": strategy.num_replicas_in_sync, "diff": diff, "moved": moved,
-                  "loss": [plain_logs["loss"][0], mirrored_logs["loss"][0]]}))
-"""
-
-
-@pytest.mark.slow
-def test_mirrored_two_cpus_one_step_equals_no_strategy():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(MIRRORED)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["replicas"] == 2 and result["moved"] > 1e-3
-    # The same update on 1 and 2 replicas (seen: 6e-8), the same loss.
-    assert result["diff"] < 1e-5, result
-    assert result["loss"][0] == pytest.approx(result["loss"][1], rel=1e-6)
+# MirroredStrategy: tests/test_distribute.py runs one step of every model on 2 CPUs.
 
 
 def test_mixed_bfloat16_20_steps_finite(dtype_policy):

@@ -22,10 +22,10 @@ from keras_vae import training
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _python(code, env=None, timeout=600):
+def _python(code, env=None, timeout=600, args=()):
     full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO, **(env or {}))
     return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, "-c", textwrap.dedent(code), *args],
         cwd=REPO,
         env=full_env,
         stdout=subprocess.PIPE,
@@ -35,50 +35,83 @@ def _python(code, env=None, timeout=600):
 
 
 MIRRORED = """
+import json, sys
 import numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras, keras_vae
 
+name, shape, network, widths, options = json.loads(sys.argv[1])
+shape, widths = tuple(shape), tuple(widths)
+
 def make():
     keras.utils.set_random_seed(1)
-    enc = keras_vae.build_encoder((16, 16, 1), 3, "conv", widths=(4, 8), dense_units=16)
-    dec = keras_vae.build_decoder((16, 16, 1), 3, "conv", widths=(4, 8), dense_units=16)
-    vae = keras_vae.VAE(enc, dec, seed=0)
-    # z = mean: the update is then a deterministic function of the batch, so
-    # the two runs can be compared (the replicas would draw other noise).
-    vae.sampling.deterministic = True
-    vae.compile(optimizer=keras.optimizers.SGD(0.1))
-    return vae
+    nets = dict(network=network, widths=widths, dense_units=16)
+    enc = keras_vae.build_encoder(shape, 3, **nets)
+    dec = keras_vae.build_decoder(shape, 3, **nets)
+    model = keras_vae.models.get(name)(enc, dec, seed=0, **options)
+    # z = mean (eps = 0): the update is then a deterministic function of the
+    # batch, so the two runs can be compared (the replicas would draw other
+    # noise than one device).
+    model.sampling.deterministic = True
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    return model
 
-x = (np.random.default_rng(0).random((16, 16, 16, 1)) > 0.5).astype("float32")
+def largest_change(a, b):
+    return max(float(np.max(np.abs(u.numpy() - v.numpy()))) for u, v in zip(a, b))
+
+x = (np.random.default_rng(0).random((16, *shape)) > 0.5).astype("float32")
 batch = tf.data.Dataset.from_tensors(x)  # one global batch of 16
 plain = make()
-plain.fit(batch, epochs=1, verbose=0)
+plain_logs = plain.fit(batch, epochs=1, verbose=0).history
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with strategy.scope():
     mirrored = make()
-mirrored.fit(batch, epochs=1, verbose=0)
-diff = max(float(np.max(np.abs(a.numpy() - b.numpy())))
-           for a, b in zip(plain.trainable_weights, mirrored.trainable_weights))
-moved = max(float(np.max(np.abs(a.numpy() - b.numpy())))
-            for a, b in zip(plain.trainable_weights, make().trainable_weights))
-print(json.dumps({"replicas": strategy.num_replicas_in_sync, "diff": diff, "moved": moved}))
+mirrored_logs = mirrored.fit(batch, epochs=1, verbose=0).history
+fresh = make()
+# A variant's own weights (e.g. IAF's flow), beside the encoder's and decoder's.
+nets = plain.encoder.weights + plain.decoder.weights
+own = [i for i, w in enumerate(plain.trainable_weights) if not any(w is v for v in nets)]
+print(json.dumps({
+    "replicas": strategy.num_replicas_in_sync,
+    "weights": len(plain.trainable_weights),
+    "diff": largest_change(plain.trainable_weights, mirrored.trainable_weights),
+    "moved": largest_change(plain.trainable_weights, fresh.trainable_weights),
+    "own_moved": largest_change([plain.trainable_weights[i] for i in own],
+                                [fresh.trainable_weights[i] for i in own]) if own else None,
+    "loss": [plain_logs["loss"][0], mirrored_logs["loss"][0]],
+}))
 """
 
 
 @pytest.mark.slow
-def test_mirrored_two_cpus_one_step_equals_no_strategy():
-    proc = _python("import json\n" + MIRRORED)
+@pytest.mark.parametrize(
+    "name, shape, network, widths, options",
+    [
+        ("vae", (16, 16, 1), "conv", (4, 8), {}),
+        ("ae", (16, 16, 1), "conv", (4, 8), {}),
+        ("iwae", (8, 8, 1), "mlp", (16,), {"k": 3}),
+        ("iaf", (8, 8, 1), "mlp", (16,), {"flow_steps": 2, "flow_units": 8}),
+    ],
+)
+def test_mirrored_two_cpus_one_step_equals_no_strategy(name, shape, network, widths, options):
+    # Every model on the seam; beta_tcvae is not here: each replica estimates
+    # q(z) on its own half of the batch, so its update differs by design
+    # (tests/test_beta_tcvae.py).
+    proc = _python(MIRRORED, args=[json.dumps([name, shape, network, widths, options])])
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     result = json.loads(out.strip().splitlines()[-1])
     assert result["replicas"] == 2
     # The step really moved the weights, and identically on 1 and 2 replicas:
-    # without the loss / num_replicas scaling the update would be 2x.
+    # without the loss / num_replicas scaling the update would be 2x (seen:
+    # diff 1.5e-8 for iwae, 6e-8 for ae), with the same logged loss.
     assert result["moved"] > 1e-3
     assert result["diff"] < 1e-5, result
+    assert result["loss"][0] == pytest.approx(result["loss"][1], rel=1e-6)
+    if name == "iaf":  # 10 network weights and 2 flow steps of 7; the flow moved too
+        assert result["weights"] == 10 + 2 * 7 and result["own_moved"] > 1e-3
 
 
 WORKER = """

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import types
 
 import keras
@@ -313,47 +312,7 @@ def test_train_py_evaluate_py_and_export(tmp_path):
 # ---------------------------------------------------------------------------
 # Distribution and precision
 
-MIRRORED = """
-import json
-import numpy as np, tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import keras, keras_vae
-from keras_vae.models import IAF
-
-def make():
-    keras.utils.set_random_seed(1)
-    enc = keras_vae.build_encoder((8, 8, 1), 3, "mlp", widths=(16,))
-    dec = keras_vae.build_decoder((8, 8, 1), 3, "mlp", widths=(16,))
-    model = IAF(enc, dec, flow_steps=2, flow_units=8, seed=0)
-    model.sampling.deterministic = True  # eps = 0: the update depends on the batch alone
-    model.compile(optimizer=keras.optimizers.SGD(0.1))
-    return model
-
-x = (np.random.default_rng(0).random((16, 8, 8, 1)) > 0.5).astype("float32")
-batch = tf.data.Dataset.from_tensors(x)  # one global batch of 16
-plain = make()
-plain.fit(batch, epochs=1, verbose=0)
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-with strategy.scope():
-    mirrored = make()
-mirrored.fit(batch, epochs=1, verbose=0)
-pairs = list(zip(plain.trainable_weights, mirrored.trainable_weights))
-diff = max(float(np.max(np.abs(a.numpy() - b.numpy()))) for a, b in pairs)
-moved = max(float(np.max(np.abs(a.numpy() - b.numpy())))
-            for a, b in zip(plain.flow.trainable_weights, make().flow.trainable_weights))
-print(json.dumps({"replicas": strategy.num_replicas_in_sync, "diff": diff, "moved": moved,
-                  "n": len(pairs)}))
-"""
-
-
-def test_mirrored_two_cpus_one_step_equals_no_strategy():
-    proc = _run(["-c", textwrap.dedent(MIRRORED)])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["replicas"] == 2 and result["n"] == 10 + 2 * 7
-    assert result["moved"] > 1e-3  # the flow's weights moved too
-    assert result["diff"] < 1e-5, result
+# MirroredStrategy: tests/test_distribute.py runs one step of every model on 2 CPUs.
 
 
 def _twenty_steps():
