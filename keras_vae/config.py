@@ -47,11 +47,78 @@ class Interrupted(UserError):
 # The registries' keys (keras_vae.models.MODELS, keras_vae.networks.NETWORKS,
 # keras_vae.likelihoods.LIKELIHOODS), listed here so config stays at the
 # bottom of the house; tests/test_config.py keeps them in sync.
-MODELS = ("vae", "ae", "beta_tcvae", "iwae", "iaf")
+MODELS = ("vae", "ae", "beta_tcvae", "iwae", "iaf", "cvae")
 NETWORKS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned", "discretized_logistic")
 BETA_SCHEDULES = ("constant", "linear", "cyclical")
 TC_ESTIMATORS = ("mws", "mss")
+
+# CelebA's 40 binary attributes, in the order of tfds' feature dict (sorted):
+# a cvae's multi-hot condition vector (tests/test_cvae.py checks the mock data).
+CELEBA_ATTRIBUTES = (
+    "5_o_Clock_Shadow",
+    "Arched_Eyebrows",
+    "Attractive",
+    "Bags_Under_Eyes",
+    "Bald",
+    "Bangs",
+    "Big_Lips",
+    "Big_Nose",
+    "Black_Hair",
+    "Blond_Hair",
+    "Blurry",
+    "Brown_Hair",
+    "Bushy_Eyebrows",
+    "Chubby",
+    "Double_Chin",
+    "Eyeglasses",
+    "Goatee",
+    "Gray_Hair",
+    "Heavy_Makeup",
+    "High_Cheekbones",
+    "Male",
+    "Mouth_Slightly_Open",
+    "Mustache",
+    "Narrow_Eyes",
+    "No_Beard",
+    "Oval_Face",
+    "Pale_Skin",
+    "Pointy_Nose",
+    "Receding_Hairline",
+    "Rosy_Cheeks",
+    "Sideburns",
+    "Smiling",
+    "Straight_Hair",
+    "Wavy_Hair",
+    "Wearing_Earrings",
+    "Wearing_Hat",
+    "Wearing_Lipstick",
+    "Wearing_Necklace",
+    "Wearing_Necktie",
+    "Young",
+)
+# What a cvae can be conditioned on (--condition), per dataset: name ->
+# (size, multi_hot). A one-hot condition is a class id in [0, size); the
+# multi-hot `attributes` is CelebA's 40 attributes at once. The first entry
+# is the dataset's default. Names are the data's label names (shapes: its
+# factors, tests/test_cvae.py checks the sizes against keras_vae.data.shapes).
+CONDITIONS = {
+    "shapes": {
+        "shape": (3, False),
+        "scale": (6, False),
+        "orientation": (40, False),
+        "pos_x": (32, False),
+        "pos_y": (32, False),
+    },
+    "mnist": {"label": (10, False)},
+    "fashion_mnist": {"label": (10, False)},
+    "cifar10": {"label": (10, False)},
+    "svhn_cropped": {"label": (10, False)},
+    "celeb_a": {
+        "attributes": (len(CELEBA_ATTRIBUTES), True),
+        **{name: (2, False) for name in CELEBA_ATTRIBUTES},
+    },
+}
 # Datasets with a preset; `folder:PATH` uses the `folder` preset.
 DATASETS = ("shapes", "mnist", "fashion_mnist", "cifar10", "celeb_a", "svhn_cropped", "frey_faces")
 FOLDER_PREFIX = "folder:"
@@ -109,6 +176,14 @@ class Config:
     iaf_steps: int = _field(2, "iaf: inverse autoregressive flow steps T (0 is the VAE's "
                             "Gaussian posterior)")
     iaf_units: int = _field(64, "iaf: hidden width of each flow step's MADE")
+    condition: str | None = _field(
+        None,
+        "cvae: the label the model is conditioned on: label "
+        "(mnist, fashion_mnist, cifar10, svhn_cropped), shape, scale, "
+        "orientation, pos_x or pos_y (shapes), attributes (celeb_a's "
+        "40, multi-hot) or one celeb_a attribute, e.g. Smiling. "
+        "Default: label, shape on shapes, attributes on celeb_a",
+    )
     # Optimisation.
     epochs: int = _field(5, "training epochs (of --steps_per_epoch steps when set)")
     steps_per_epoch: int | None = _field(None, "steps per epoch (default: one pass over the "
@@ -128,6 +203,12 @@ class Config:
                                "TF_CONFIG) or tpu")
     # Logging, saving, fault tolerance.
     image_every: int = _field(1, "TensorBoard image grids every N epochs (and at the end)")
+    log_every_steps: int | None = _field(
+        None,
+        "TensorBoard step/ scalars (the mean of the "
+        "training logs over the last N steps) every N steps "
+        "(default: about 100 points per run)",
+    )
     backup_every_steps: int = _field(200, "resume state every N steps (and each epoch); a "
                                      "killed run rerun with the same command continues from it")
     max_consecutive_skips: int = _field(20, "stop after N non-finite steps in a row")
@@ -146,6 +227,14 @@ class Config:
     @property
     def preset_name(self):
         return "folder" if self.dataset.startswith(FOLDER_PREFIX) else self.dataset
+
+    @property
+    def condition_spec(self):
+        """`(size, multi_hot)` of `condition` on this dataset (see `CONDITIONS`),
+        or None for a model without one."""
+        if self.condition is None:
+            return None
+        return CONDITIONS[self.dataset][self.condition]
 
     @property
     def total_steps(self):
@@ -181,11 +270,24 @@ class Config:
 # resume it: they change how a run is watched, saved or run, not the model
 # and data it trains. The learning rate is one: lowering it is the way to
 # continue a run that diverged (the change is logged and config.json updated).
-OPERATIONAL_FIELDS = frozenset({
-    "data_dir", "download", "strict_data", "validation_steps", "eval_steps", "image_every",
-    "backup_every_steps", "max_consecutive_skips", "export", "mixed_precision", "jit_compile",
-    "distribution", "learning_rate",
-})
+OPERATIONAL_FIELDS = frozenset(
+    {
+        "data_dir",
+        "download",
+        "strict_data",
+        "validation_steps",
+        "eval_steps",
+        "image_every",
+        "log_every_steps",
+        "backup_every_steps",
+        "max_consecutive_skips",
+        "export",
+        "mixed_precision",
+        "jit_compile",
+        "distribution",
+        "learning_rate",
+    }
+)
 MIXED_PRECISION = ("auto", "float16", "bfloat16", "none")
 JIT_COMPILE = ("auto", "true", "false")
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker", "tpu")
@@ -245,7 +347,13 @@ def validate(config):
     for name in ("latent_dim", "epochs", "batch_size", "dense_units", "beta_cycles", "image_every",
                  "backup_every_steps", "max_consecutive_skips", "iwae_k", "iaf_units"):
         _positive_int(name, getattr(config, name))
-    for name in ("steps_per_epoch", "validation_steps", "eval_steps", "image_size"):
+    for name in (
+        "steps_per_epoch",
+        "validation_steps",
+        "eval_steps",
+        "image_size",
+        "log_every_steps",
+    ):
         _positive_int(name, getattr(config, name), allow_none=True)
     if config.warmup_steps is not None and (
         not isinstance(config.warmup_steps, int) or config.warmup_steps < 0
@@ -291,6 +399,7 @@ def validate(config):
         )
     if not config.tc_weight >= 0:
         raise UsageError(f"--tc_weight must be >= 0. Received: {config.tc_weight!r}.")
+    _check_condition(config)
     if config.model == "iwae" and (
         config.beta != 1 or config.free_bits > 0 or config.beta_schedule != "constant"
     ):
@@ -337,6 +446,27 @@ def validate(config):
     return config
 
 
+def _check_condition(config):
+    if config.model != "cvae":
+        if config.condition is not None:
+            raise UsageError(
+                f"--condition={config.condition} applies to --model=cvae only (received "
+                f"--model={config.model}): add --model=cvae or drop --condition."
+            )
+        return
+    known = CONDITIONS.get(config.dataset)
+    if not known:
+        raise UsageError(
+            f"--model=cvae needs labels, and {config.dataset} has none: use "
+            f"{', '.join(CONDITIONS)}, or another --model."
+        )
+    if config.condition not in known:
+        names = ", ".join(known) if len(known) <= 6 else "attributes or one attribute, e.g. Smiling"
+        raise UsageError(
+            f"--condition={config.condition} is not a label of {config.dataset}: use {names}."
+        )
+
+
 def resolve(dataset="shapes", **overrides):
     """The config for `dataset`: defaults, then its preset, then `overrides`.
 
@@ -347,6 +477,8 @@ def resolve(dataset="shapes", **overrides):
         validate(base)  # raises the unknown-dataset message
     config = base.replace(**PRESETS[base.preset_name])
     config = config.replace(**{k: v for k, v in overrides.items() if v is not None})
+    if config.model == "cvae" and config.condition is None and CONDITIONS.get(config.dataset):
+        config = config.replace(condition=next(iter(CONDITIONS[config.dataset])))
     return validate(config)
 
 

@@ -2,7 +2,9 @@
 active units and KL per dimension (disentanglement: `keras_vae.disentanglement`);
 for a model that bounds no likelihood (`bounds_likelihood = False`, the
 deterministic autoencoder) the reconstruction and the codes instead, with a
-`note` saying why (`NO_BOUND_NOTE`).
+`note` saying why (`NO_BOUND_NOTE`). A conditional model (`conditional`, the
+cvae) is evaluated on `(images, labels)` batches and bounds log p(x|y)
+(`CONDITIONAL_NOTE`).
 
     from keras_vae import evaluation
     results = evaluation.evaluate_model(vae, test_ds, iwae_samples=1000)
@@ -42,6 +44,13 @@ NO_BOUND_NOTE = (
     "-log p(x|z), z = the encoder's mean, is not a bound on -log p(x) and is not comparable "
     "with a VAE's -ELBO or NLL. It is given in nats per image and per pixel dimension."
 )
+# Why a conditional model's numbers are not those of an unconditional one
+# (results.json `note`, the tables).
+CONDITIONAL_NOTE = (
+    "Conditional model: ELBO, IWAE NLL and bits/dim bound the conditional log-likelihood "
+    "log p(x|y) given each image's label y (the condition), not log p(x): comparable between "
+    "runs conditioned on the same label, not with an unconditional model's."
+)
 
 
 # ---------------------------------------------------------------------------
@@ -76,17 +85,16 @@ def _as_images(images):
     return images
 
 
+def _given(labels):
+    """`labels=` only for a conditional model's labels: other variants are called as before."""
+    return {} if labels is None else {"labels": labels}
+
+
 def _seed_generator(seed):
     """A `keras.random.SeedGenerator` from an int, None or a generator."""
     if isinstance(seed, keras.random.SeedGenerator):
         return seed
     return keras.random.SeedGenerator(seed)
-
-
-def _encode(model, x):
-    """Posterior parameters in float32: `(mean, log_var)`, each `(batch, latent_dim)`."""
-    mean, log_var = model.encode(x)
-    return ops.cast(mean, "float32"), ops.cast(log_var, "float32")
 
 
 class _LogMeanExp:
@@ -125,8 +133,8 @@ class _LogMeanExp:
 # Likelihood bounds.
 
 
-def iwae_log_likelihood(model, images, num_samples=1000, chunk_size=100, seed=None):
-    """Importance-weighted estimate of log p(x), per example.
+def iwae_log_likelihood(model, images, num_samples=1000, chunk_size=100, seed=None, labels=None):
+    """Importance-weighted estimate of log p(x) (a conditional model's log p(x|y)), per example.
 
     The IWAE bound (Burda et al. 2015, eq. 8) with K = `num_samples`:
 
@@ -146,6 +154,7 @@ def iwae_log_likelihood(model, images, num_samples=1000, chunk_size=100, seed=No
         chunk_size: samples per decoder call, >= 1.
         seed: int, None or a `keras.random.SeedGenerator` (passing one
             generator to successive calls gives fresh noise every call).
+        labels: a conditional model's labels of `images`; else None.
 
     Returns:
         `(batch,)` float32 estimate of log p(x) in nats (negate for the NLL).
@@ -164,12 +173,12 @@ def iwae_log_likelihood(model, images, num_samples=1000, chunk_size=100, seed=No
     for start in range(0, int(num_samples), int(chunk_size)):
         num = min(int(chunk_size), int(num_samples) - start)
         # `VAE.log_weights` (a variant's own posterior or prior included).
-        log_w = model.log_weights(x, num, seed=generator)  # (B, S)
+        log_w = model.log_weights(x, num, seed=generator, **_given(labels))  # (B, S)
         log_mean_exp.update(ops.transpose(log_w))
     return log_mean_exp.result()
 
 
-def elbo_terms(model, images, num_samples=1, seed=None):
+def elbo_terms(model, images, num_samples=1, seed=None, labels=None):
     """The ELBO and its two terms, per example.
 
     ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || N(0, I))
@@ -183,6 +192,7 @@ def elbo_terms(model, images, num_samples=1, seed=None):
         images: `(batch, H, W, C)` float in [0, 1], or uint8.
         num_samples: draws of z per example.
         seed: int, None or a `keras.random.SeedGenerator`.
+        labels: a conditional model's labels of `images`; else None.
 
     Returns:
         dict of float32 tensors: `elbo`, `reconstruction` (= -E_q log p(x|z),
@@ -199,7 +209,7 @@ def elbo_terms(model, images, num_samples=1, seed=None):
     log_px = 0.0
     for _ in range(int(num_samples)):
         eps = keras.random.normal(shape, seed=generator)  # (B, D)
-        terms = model.compute_terms(x, training=False, eps=eps)
+        terms = model.compute_terms(x, training=False, eps=eps, **_given(labels))
         log_px = log_px + ops.cast(terms["log_px"], "float32") / int(num_samples)  # (B,)
     # The model's own KL (analytic for the Gaussian posterior, the same for
     # every draw), its posterior parameters.
@@ -216,14 +226,14 @@ def elbo_terms(model, images, num_samples=1, seed=None):
     }
 
 
-def reconstruction_terms(model, images):
+def reconstruction_terms(model, images, labels=None):
     """-log p(x|z) at z = the encoder's mean, `(batch,)` nats, and the codes `mean`
     `(batch, latent_dim)`, float32: the whole loss of a model with a
     deterministic code; for a VAE the reconstruction of the posterior mean
     (eps = 0), not the ELBO's expectation over q."""
     x = _as_images(images)
     eps = ops.zeros((ops.shape(x)[0], model.latent_dim))  # z = mean
-    terms = model.compute_terms(x, training=False, eps=eps)
+    terms = model.compute_terms(x, training=False, eps=eps, **_given(labels))
     return {
         "reconstruction": -ops.cast(terms["log_px"], "float32"),
         "mean": ops.cast(terms["mean"], "float32"),
@@ -234,9 +244,10 @@ def reconstruction_terms(model, images):
 # Latent space usage.
 
 
-def _batches(dataset, max_batches=None):
-    """Yields the image batches of `dataset` (images, or tuples whose first
-    element is the images), at most `max_batches` of them."""
+def _batches(dataset, model, max_batches=None):
+    """Yields `(images, labels)` of the batches of `dataset` (images, or tuples
+    whose first element is the images), at most `max_batches` of them; the
+    labels (the second element) for a conditional `model`, else None."""
     cardinality = getattr(dataset, "cardinality", None)
     if max_batches is None and cardinality is not None and int(cardinality()) == -1:
         raise ValueError(
@@ -245,8 +256,13 @@ def _batches(dataset, max_batches=None):
     for i, batch in enumerate(dataset):
         if max_batches is not None and i >= max_batches:
             return
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
-        yield x
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
+        if model.conditional and y is None:
+            raise ValueError(
+                f"{type(model).__name__} is conditional: it needs (images, labels) batches, the "
+                "labels it is conditioned on. Received: images only"
+            )
+        yield x, (y if model.conditional else None)
 
 
 def kl_per_dimension(model, dataset, max_batches=None):
@@ -255,15 +271,16 @@ def kl_per_dimension(model, dataset, max_batches=None):
     Args:
         model: a `VAE`.
         dataset: iterable of image batches, or of `(images, labels)` tuples
-            (a `tf.data.Dataset` as `data.load` returns).
+            (a `tf.data.Dataset` as `data.load` returns; a conditional
+            model's labels as `data.load_for_config(..., with_condition=True)`).
         max_batches: stop after this many batches (None: all).
 
     Returns:
         `(latent_dim,)` float64 array, nats; sums to the mean KL.
     """
     total, count = None, 0
-    for x in _batches(dataset, max_batches):
-        mean, log_var = _encode(model, _as_images(x))
+    for x, y in _batches(dataset, model, max_batches):
+        mean, log_var = (ops.cast(t, "float32") for t in model.encode(_as_images(x), **_given(y)))
         kl = ops.convert_to_numpy(likelihoods_lib.gaussian_kl_per_dim(mean, log_var))
         total = kl.sum(axis=0, dtype=np.float64) + (0.0 if total is None else total)
         count += kl.shape[0]
@@ -309,7 +326,9 @@ def evaluate_model(
         model: a `VAE`.
         dataset: iterable of image batches or `(images, labels)` tuples, e.g.
             a `tf.data.Dataset` from `keras_vae.data.load`; finite, or limit
-            it with `max_batches`.
+            it with `max_batches`. A conditional model (`model.conditional`)
+            needs `(images, labels)` with its labels (`data.load_for_config(...,
+            with_condition=True)`): every bound is then on log p(x|y).
         iwae_samples: K of the IWAE bound; 0 skips it.
         iwae_chunk: samples per decoder call (memory O(batch * iwae_chunk)).
             None picks the largest chunk whose decoder output stays within
@@ -330,6 +349,8 @@ def evaluate_model(
         IWAE, KL or bits/dim but `reconstruction_per_dim` (nats per pixel),
         `bounds_likelihood` (False), `note` (`NO_BOUND_NOTE`) and
         `latent_means` (with `latent_variances`: the codes against N(0, I)).
+        A conditional model's results add `conditional` (True) and `note`
+        (`CONDITIONAL_NOTE`).
     """
     image_shape = tuple(int(d) for d in model.image_shape)
     bounded = model.bounds_likelihood
@@ -342,26 +363,24 @@ def evaluate_model(
         except TypeError:  # unknown or infinite cardinality
             target = None
     shown = ("elbo", "iwae_nll") if bounded else ("reconstruction",)
+    # Running means, shown as given (not averaged again by the bar).
     progbar = (
-        # Running means, shown as given (not averaged again by the bar).
-        keras.utils.Progbar(target, unit_name="batch", stateful_metrics=shown)
-        if progress
-        else None
+        keras.utils.Progbar(target, unit_name="batch", stateful_metrics=shown) if progress else None
     )
 
     sums = {"elbo": 0.0, "reconstruction": 0.0, "kl": 0.0, "iwae": 0.0}
     kl_per_dim = 0.0
     means = []
     count = 0
-    for step, x in enumerate(_batches(dataset, max_batches)):
+    for step, (x, y) in enumerate(_batches(dataset, model, max_batches)):
         if bounded:
-            terms = elbo_terms(model, x, num_samples=elbo_samples, seed=generator)
+            terms = elbo_terms(model, x, num_samples=elbo_samples, seed=generator, labels=y)
             keys = ("elbo", "reconstruction", "kl")
             kl_per_dim = kl_per_dim + np.sum(
                 ops.convert_to_numpy(terms["kl_per_dim"]), axis=0, dtype=np.float64
             )
         else:
-            terms = reconstruction_terms(model, x)
+            terms = reconstruction_terms(model, x, labels=y)
             keys = ("reconstruction",)
         for key in keys:
             sums[key] += float(np.sum(ops.convert_to_numpy(terms[key]), dtype=np.float64))
@@ -369,7 +388,7 @@ def evaluate_model(
         if iwae_samples:
             chunk = iwae_chunk or _auto_chunk(int(ops.shape(x)[0]), image_shape, iwae_samples)
             log_px = iwae_log_likelihood(
-                model, x, num_samples=iwae_samples, chunk_size=chunk, seed=generator
+                model, x, num_samples=iwae_samples, chunk_size=chunk, seed=generator, labels=y
             )
             sums["iwae"] += float(np.sum(ops.convert_to_numpy(log_px), dtype=np.float64))
         count += means[-1].shape[0]
@@ -385,60 +404,38 @@ def evaluate_model(
         progbar.update(step + 1, finalize=True)
 
     codes = np.concatenate(means, axis=0)
-    num_active, variances = (
-        active_units(codes) if count >= 2 else (0, np.zeros(model.latent_dim))
-    )
-    if not bounded:
-        reconstruction = sums["reconstruction"] / count
-        logging.info("Evaluated %d examples: reconstruction %.3f nats.", count, reconstruction)
-        return {
-            "num_examples": int(count),
-            "reconstruction": reconstruction,
-            "reconstruction_per_dim": reconstruction / math.prod(image_shape),
-            "bounds_likelihood": False,
-            "note": NO_BOUND_NOTE,
-            "active_units": int(num_active),
-            "active_unit_threshold": ACTIVE_UNIT_THRESHOLD,
-            "latent_variances": [float(v) for v in variances],
-            "latent_means": [float(v) for v in codes.mean(axis=0, dtype=np.float64)],
-            "latent_dim": int(model.latent_dim),
-            "image_shape": list(image_shape),
-        }
-    elbo = sums["elbo"] / count
-    results = {
-        "num_examples": int(count),
-        "elbo": elbo,
-        "reconstruction": sums["reconstruction"] / count,
-        "kl": sums["kl"] / count,
-        "elbo_bits_per_dim": bits_per_dim(-elbo, image_shape),
-        "elbo_samples": int(elbo_samples),
-    }
-    if iwae_samples:
-        nll = -sums["iwae"] / count
-        results.update(
-            {
-                "iwae_nll": nll,
-                "iwae_bits_per_dim": bits_per_dim(nll, image_shape),
-                "iwae_samples": int(iwae_samples),
-            }
-        )
+    num_active, variances = active_units(codes) if count >= 2 else (0, np.zeros(model.latent_dim))
+    results = {"num_examples": int(count), "reconstruction": sums["reconstruction"] / count}
+    if bounded:
+        elbo = sums["elbo"] / count
+        results.update(elbo=elbo, kl=sums["kl"] / count, elbo_samples=int(elbo_samples))
+        results["elbo_bits_per_dim"] = bits_per_dim(-elbo, image_shape)
+        results["kl_per_dim"] = [float(v) for v in kl_per_dim / count]
+        if iwae_samples:
+            nll = -sums["iwae"] / count
+            results.update(iwae_nll=nll, iwae_samples=int(iwae_samples))
+            results["iwae_bits_per_dim"] = bits_per_dim(nll, image_shape)
+    else:
+        results.update(bounds_likelihood=False, note=NO_BOUND_NOTE)
+        results["reconstruction_per_dim"] = results["reconstruction"] / math.prod(image_shape)
+        results["latent_means"] = [float(v) for v in codes.mean(axis=0, dtype=np.float64)]
+    if model.conditional:
+        results.update(conditional=True, note=CONDITIONAL_NOTE)
     results.update(
-        {
-            "kl_per_dim": [float(v) for v in kl_per_dim / count],
-            "active_units": int(num_active),
-            "active_unit_threshold": ACTIVE_UNIT_THRESHOLD,
-            "latent_variances": [float(v) for v in variances],
-            "latent_dim": int(model.latent_dim),
-            "image_shape": list(image_shape),
-        }
+        active_units=int(num_active),
+        active_unit_threshold=ACTIVE_UNIT_THRESHOLD,
+        latent_variances=[float(v) for v in variances],
+        latent_dim=int(model.latent_dim),
+        image_shape=list(image_shape),
     )
-    logging.info(
-        "Evaluated %d examples: ELBO %.3f nats (%.4f bits/dim)%s.",
-        count,
-        elbo,
-        results["elbo_bits_per_dim"],
-        f", IWAE NLL (K={iwae_samples}) {results['iwae_nll']:.3f} nats" if iwae_samples else "",
-    )
+    if bounded:
+        summary = f"ELBO {elbo:.3f} nats ({results['elbo_bits_per_dim']:.4f} bits/dim)"
+        if iwae_samples:
+            summary += f", IWAE NLL (K={iwae_samples}) {results['iwae_nll']:.3f} nats"
+        summary += ", bounds on log p(x|y)" if model.conditional else ""
+    else:
+        summary = f"reconstruction {results['reconstruction']:.3f} nats"
+    logging.info("Evaluated %d examples: %s.", count, summary)
     return results
 
 
@@ -455,26 +452,35 @@ def write_results(path, results):
 _ROWS = (
     # key, label, unit, format
     ("num_examples", "examples", "", "{:d}"),
-    ("elbo", "ELBO", "nats", "{:.3f}"),
+    ("elbo", "ELBO (<= log p(x))", "nats", "{:.3f}"),
     ("reconstruction", "reconstruction (-E log p(x|z))", "nats", "{:.3f}"),
     ("reconstruction_per_dim", "reconstruction per dimension", "nats/dim", "{:.5f}"),
     ("kl", "KL(q(z|x) || p(z))", "nats", "{:.3f}"),
     ("elbo_bits_per_dim", "-ELBO", "bits/dim", "{:.4f}"),
-    ("iwae_nll", "IWAE NLL", "nats", "{:.3f}"),
+    ("iwae_nll", "IWAE NLL (-log p(x))", "nats", "{:.3f}"),
     ("iwae_bits_per_dim", "IWAE NLL", "bits/dim", "{:.4f}"),
     ("iwae_samples", "IWAE samples K", "", "{:d}"),
+    ("conditioned_on", "conditioned on (y)", "", "{}"),
     ("active_units", "active units (Cov > 0.01)", "", "{:d}"),
     ("latent_dim", "latent dimensions", "", "{:d}"),
-    ("mig", "MIG", "", "{:.4f}"),
 )
 
 
-def format_table(results):
-    """A readable two-column table of `results` (as `evaluate_model` returns) for stdout."""
+# A conditional model's labels (`evaluate_model`'s `conditional`): its
+# densities are given y, the label.
+_CONDITIONAL_LABELS = (("p(x)", "p(x|y)"), ("p(x|z)", "p(x|z,y)"), ("q(z|x)", "q(z|x,y)"))
+
+
+def format_table(results, extra_rows=()):
+    """A readable two-column table of `results` (as `evaluate_model` returns, plus
+    `extra_rows` (key, label, unit, format), e.g. `disentanglement.TABLE_ROWS`)
+    for stdout; a conditional model's rows say log p(x|y) where others say log p(x)."""
     lines = []
-    for key, label, unit, fmt in _ROWS:
+    for key, label, unit, fmt in _ROWS + tuple(extra_rows):
         if key in results and results[key] is not None:
             value = fmt.format(results[key])
+            for plain, given_y in _CONDITIONAL_LABELS if results.get("conditional") else ():
+                label = label.replace(plain, given_y)
             lines.append((f"{label}" + (f" [{unit}]" if unit else ""), value))
     if "kl_per_dim" in results:
         lines.append(

@@ -14,6 +14,16 @@ The SavedModel loads with plain TensorFlow, no `keras_vae` (or Keras) import:
     m.sample(count=16, temperature=1.0, seed=0)["images"]
     m.reconstruct(images)["images"]             # also signatures["serving_default"]
 
+A conditional model (`model.conditional`, `--model=cvae`) exports the same
+signatures, each with one more input, `label`:
+
+    m.sample(count=16, temperature=1.0, seed=0, label=2)["images"]   # 16 of class 2
+    m.decode(z, label=ids)["images"]            # ids int32 (batch,), one per code
+    m.reconstruct(images, label=ids)["images"]  # one id per image; encode alike
+    # multi-hot (CelebA's 40 attributes): a float32 0/1 vector per sample or image
+    m.sample(count=16, temperature=1.0, seed=0, label=attributes)["images"]  # (40,)
+    m.decode(z, label=attribute_rows)["images"]                         # (batch, 40)
+
 Signatures (`saved_model_cli show --all --dir runs/x/export` lists them with
 their shapes); the batch dimension is free, H, W, C and the latent size are
 fixed; every output is float32 and every image output is in [0, 1]:
@@ -26,6 +36,20 @@ fixed; every output is float32 and every image output is in [0, 1]:
     reconstruct        images float32 (None, H, W, C) -> images (None, H, W, C)
     reconstruct_uint8  images uint8   (None, H, W, C) -> images (None, H, W, C)
     serving_default    = reconstruct
+
+and for a conditional model with K classes or attributes, `label` after the
+other inputs:
+
+    one-hot (class ids)   sample: label int32 ()       others: label int32 (None,)
+    multi-hot (--condition=attributes)
+                          sample: label float32 (K,)   others: label float32 (None, K)
+
+Class ids must lie in [0, K) and attribute values in [0, 1] (1 = present;
+CelebA's raw -1/1 coding is refused), and a per-image `label` needs one row
+per image or code: anything else fails with an InvalidArgumentError naming
+the endpoint and the values received, never with the all-zero condition that
+`one_hot` makes of an id out of range. `sample`'s noise does not depend on
+the label: one seed with two labels gives the same codes, two classes.
 
 uint8 or float: a SavedModel signature has exactly one input signature (one
 dtype), and `ExportArchive.add_endpoint` with one `fn` traced for two dtypes
@@ -67,22 +91,25 @@ SIGNATURES = (
 )
 
 
-def _check_shape(tensor, trailing_shape, what, endpoint):
-    """`tensor` after an in-graph check that it is `(batch, *trailing_shape)`.
+def _check_shape(tensor, trailing_shape, what, endpoint, batched=True):
+    """`tensor` after an in-graph check that it is `(batch, *trailing_shape)`
+    (or exactly `trailing_shape` unless `batched`).
 
     The object API (`loaded.encode(x)`) checks inputs against the signature's
     TensorSpec before running anything. A call through `loaded.signatures[...]`
     (or TF Serving) does not: without this check a wrong image size fails deep
     inside the network ("Input to reshape is a tensor with 50 values ...").
     """
-    rank = len(trailing_shape) + 1
-    expected = f"(batch, {', '.join(str(d) for d in trailing_shape)})"
+    dims = ["batch"] * batched + [str(d) for d in trailing_shape]
+    expected = f"({', '.join(dims)}{',' * (len(dims) == 1)})"  # (batch, 8), (batch,), ()
+    rank = len(dims)
     shape = tf.shape(tensor)  # (actual rank,)
     # Padding keeps the slice valid for any rank; the rank test decides.
     padded = tf.concat([shape, tf.zeros([rank], tf.int32)], axis=0)
+    known = tf.constant(trailing_shape, tf.int32, [len(trailing_shape)])
     ok = tf.logical_and(
         tf.equal(tf.size(shape), rank),
-        tf.reduce_all(tf.equal(padded[1:rank], tf.constant(trailing_shape, tf.int32))),
+        tf.reduce_all(tf.equal(padded[int(batched) : rank], known)),
     )
     check = tf.debugging.Assert(
         ok,
@@ -90,7 +117,10 @@ def _check_shape(tensor, trailing_shape, what, endpoint):
         summarize=8,
     )
     with tf.control_dependencies([check]):
-        return tf.identity(tensor)
+        # Grappler folds the rank test above to True from the signature's
+        # static shape (a label (4, 1) for (None,) would pass); EnsureShape
+        # compares the runtime shape, after the clearer check.
+        return tf.ensure_shape(tensor, [None] * batched + list(trailing_shape))
 
 
 def _checked_images(images, image_shape, endpoint):
@@ -99,6 +129,60 @@ def _checked_images(images, image_shape, endpoint):
     if images.dtype == tf.uint8:
         return tf.cast(images, tf.float32) / 255.0
     return tf.cast(images, tf.float32)
+
+
+def _label_spec(model, batched):
+    """The `label` input of a conditional model's endpoints: int32 class ids
+    `(None,)` (`sample`: one id, `()`), or with `multi_hot` float32 attribute
+    vectors `(None, K)` (`sample`: one vector, `(K,)`)."""
+    if model.multi_hot:
+        trailing, dtype = (int(model.condition_size),), tf.float32
+    else:
+        trailing, dtype = (), tf.int32
+    return tf.TensorSpec((None,) * batched + trailing, dtype, name="label")
+
+
+def _checked_label(label, model, endpoint, rows=None, row="image"):
+    """`label` after in-graph checks of its shape, its values and (given the
+    batch input `rows`, one `row` each) its batch size.
+
+    An id out of [0, K) would become an all-zero one-hot condition and an
+    attribute outside [0, 1] (CelebA's raw -1/1 coding) a condition the model
+    never saw: plausible-looking images of no class, so both are errors.
+    """
+    size = int(model.condition_size)
+    batched = rows is not None
+    trailing = (size,) if model.multi_hot else ()
+    label = _check_shape(label, trailing, "label", endpoint, batched=batched)
+    if model.multi_hot:
+        valid = tf.logical_and(label >= 0.0, label <= 1.0)  # False for NaN too
+        what = "attribute values in [0, 1] (1 = present, 0 = absent)"
+    else:
+        valid = tf.logical_and(label >= 0, label < size)
+        what = f"class ids in [0, {size})"
+    # The offending values only, flattened (a scalar label included).
+    wrong = tf.boolean_mask(tf.reshape(label, [-1]), tf.reshape(~valid, [-1]))
+    checks = [
+        tf.debugging.Assert(
+            tf.reduce_all(valid),
+            [f"{endpoint}: expected label {what}; received", wrong],
+            summarize=8,
+        )
+    ]
+    if batched:
+        checks.append(
+            tf.debugging.Assert(
+                tf.equal(tf.shape(label)[0], tf.shape(rows)[0]),
+                [
+                    f"{endpoint}: expected one label per {row}; received labels",
+                    tf.shape(label)[0],
+                    f"for {row}s",
+                    tf.shape(rows)[0],
+                ],
+            )
+        )
+    with tf.control_dependencies(checks):
+        return tf.identity(label)
 
 
 def _unless_empty(fn, x, outputs):
@@ -121,63 +205,110 @@ def _unless_empty(fn, x, outputs):
 
 
 def _signature_fns(model):
-    """The endpoint functions and their input signatures, by name."""
+    """The endpoint functions and their input signatures, by name.
+
+    A conditional model's endpoints take `label` after the other inputs (see
+    the module docstring); an unconditional model's take none.
+    """
     image_shape = tuple(int(d) for d in model.image_shape)
     latent_dim = int(model.latent_dim)
+    conditional = bool(getattr(model, "conditional", False))
 
-    def images_spec(dtype):
-        return [tf.TensorSpec((None, *image_shape), dtype, name="images")]
+    def labels_of(label):
+        return {"labels": label} if conditional else {}
 
-    def encoded(x):
-        mean, log_var = model.encode(x)
+    def encoded(x, label=None):
+        mean, log_var = model.encode(x, **labels_of(label))
         return {"mean": tf.cast(mean, tf.float32), "log_var": tf.cast(log_var, tf.float32)}
 
-    def decoded(z):
-        return {"images": tf.cast(model.decode(z), tf.float32)}
+    def decoded(z, label=None):
+        return {"images": tf.cast(model.decode(z, **labels_of(label)), tf.float32)}
+
+    def reconstructed(x, label=None):
+        return decoded(model.encode(x, **labels_of(label))[0], label)
 
     codes = {"mean": (latent_dim,), "log_var": (latent_dim,)}
     pictures = {"images": image_shape}
 
-    def make_encode(endpoint):
-        def encode(images):
-            return _unless_empty(encoded, _checked_images(images, image_shape, endpoint), codes)
+    def run(fn, outputs, x, label, endpoint):
+        """`fn(x, label)` after the checks of `label`, or the empty answer."""
+        if conditional:
+            row = "code" if endpoint == "decode" else "image"
+            label = _checked_label(label, model, endpoint, rows=x, row=row)
+        return _unless_empty(lambda x: fn(x, label), x, outputs)
 
-        return encode
+    # Python parameter names are the object API's keywords (`m.decode(z=...)`).
+    def images_endpoint(fn, outputs, endpoint):
+        if conditional:
 
-    def make_reconstruct(endpoint):
-        def reconstruct(images):
-            x = _checked_images(images, image_shape, endpoint)
-            return _unless_empty(lambda x: decoded(model.encode(x)[0]), x, pictures)
+            def call(images, label):
+                x = _checked_images(images, image_shape, endpoint)
+                return run(fn, outputs, x, label, endpoint)
 
-        return reconstruct
+        else:
 
-    def decode(z):
-        return _unless_empty(decoded, _check_shape(z, (latent_dim,), "z", "decode"), pictures)
+            def call(images):
+                x = _checked_images(images, image_shape, endpoint)
+                return run(fn, outputs, x, None, endpoint)
 
-    def sample(count, temperature, seed):
+        return call
+
+    def decode_rows(z, label=None):
+        z = _check_shape(z, (latent_dim,), "z", "decode")
+        return run(decoded, pictures, z, label, "decode")
+
+    def sample_images(count, temperature, seed, label=None):
         check = tf.debugging.Assert(
             count >= 0, ["sample: expected count >= 0; received count", count]
         )
         with tf.control_dependencies([check]):
-            shape = tf.stack([count, latent_dim])
-        # Stateless: the same (seed, count, temperature) gives the same images.
+            count = tf.identity(count)
+        shape = tf.stack([count, latent_dim])
+        # Stateless: the same (seed, count, temperature) gives the same images;
+        # the noise does not depend on the label.
         z = tf.random.stateless_normal(shape, seed=tf.stack([seed, tf.zeros_like(seed)]))
-        return _unless_empty(decoded, z * temperature, pictures)
+        if conditional:
+            # One label for every sample: (count,) ids or (count, K) vectors.
+            label = _checked_label(label, model, "sample")
+            label = tf.repeat(label[tf.newaxis], count, axis=0)
+        return _unless_empty(lambda z: decoded(z, label), z * temperature, pictures)
+
+    sample_spec = [
+        tf.TensorSpec((), tf.int32, name="count"),
+        tf.TensorSpec((), tf.float32, name="temperature"),
+        tf.TensorSpec((), tf.int64, name="seed"),
+    ]
+    decode_spec = [tf.TensorSpec((None, latent_dim), tf.float32, name="z")]
+    if conditional:
+        decode, sample = decode_rows, sample_images
+        label_specs = [_label_spec(model, batched=True)]
+        sample_spec.append(_label_spec(model, batched=False))
+    else:
+
+        def decode(z):
+            return decode_rows(z)
+
+        def sample(count, temperature, seed):
+            return sample_images(count, temperature, seed)
+
+        label_specs = []
+
+    def images_spec(dtype):
+        return [tf.TensorSpec((None, *image_shape), dtype, name="images"), *label_specs]
 
     return {
-        "reconstruct": (make_reconstruct("reconstruct"), images_spec(tf.float32)),
-        "reconstruct_uint8": (make_reconstruct("reconstruct_uint8"), images_spec(tf.uint8)),
-        "encode": (make_encode("encode"), images_spec(tf.float32)),
-        "encode_uint8": (make_encode("encode_uint8"), images_spec(tf.uint8)),
-        "decode": (decode, [tf.TensorSpec((None, latent_dim), tf.float32, name="z")]),
-        "sample": (
-            sample,
-            [
-                tf.TensorSpec((), tf.int32, name="count"),
-                tf.TensorSpec((), tf.float32, name="temperature"),
-                tf.TensorSpec((), tf.int64, name="seed"),
-            ],
+        "reconstruct": (
+            images_endpoint(reconstructed, pictures, "reconstruct"),
+            images_spec(tf.float32),
         ),
+        "reconstruct_uint8": (
+            images_endpoint(reconstructed, pictures, "reconstruct_uint8"),
+            images_spec(tf.uint8),
+        ),
+        "encode": (images_endpoint(encoded, codes, "encode"), images_spec(tf.float32)),
+        "encode_uint8": (images_endpoint(encoded, codes, "encode_uint8"), images_spec(tf.uint8)),
+        "decode": (decode, decode_spec + label_specs),
+        "sample": (sample, sample_spec),
     }
 
 
@@ -226,7 +357,8 @@ def export_saved_model(model, export_dir):
     it was (and no temporary folder).
 
     Args:
-        model: a `VAE`.
+        model: a `VAE` (with `model.conditional`, every signature takes a
+            `label`; see the module docstring).
         export_dir: the SavedModel folder to create or replace.
 
     Returns:

@@ -2,10 +2,13 @@
 
 Model + NumPy grids (`keras_vae.grids`): `latent_statistics` (posterior
 means and per-dimension KL of held-out images), `prior_noise`,
-`choose_pairs` and `image_grids`, which `callbacks.LatentSummaries` writes to
-TensorBoard and `keras_vae.report` saves as PNG files: the same pictures.
-They talk to the model through its public methods only (`encode`,
-`decode`), so every variant gets them.
+`choose_pairs`, `image_grids` and `samples_per_class`, which
+`callbacks.LatentSummaries` writes to TensorBoard and `keras_vae.report` saves
+as PNG files: the same pictures. They talk to the model through its public
+methods only (`encode`, `decode`, and a conditional model's `class_labels`),
+so every variant gets them. A conditional model (`model.conditional`, the
+cvae) decodes every code with a label: which one, grid by grid, is said at
+`image_grids`.
 
 Grid geometry (the `keras_vae.grids` convention): cells of `H x W` pixels,
 `pad` pixels between cells and no outer border, so `r x c` cells make
@@ -19,6 +22,7 @@ pixels between them. Default settings on the `shapes` preset (64 held-out
     images/interpolation     2 blocks of 4 x 10       522 x 649
     images/traversal(_origin) 10 x 9 cells             649 x 584
     images/manifold          15 x 15 cells (D == 2)   974 x 974
+    images/samples_per_class 3 x 8 cells (cvae, shape) 194 x 519
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ IMAGE_TAGS = (
     "images/traversal",
     "images/traversal_origin",
     "images/manifold",
+    "images/samples_per_class",
 )
 
 
@@ -151,13 +156,15 @@ class DivergedModelError(UserError):
     """A model whose posterior is NaN/Inf: nothing meaningful to draw."""
 
 
-def latent_statistics(model, images, max_traversal_dims=16):
+def latent_statistics(model, images, max_traversal_dims=16, labels=None):
     """Encodes `images` once; the statistics every image grid is built from.
 
     Args:
         model: a `VAE`.
         images: `(N, H, W, C)` float32 images in [0, 1], N >= 2.
         max_traversal_dims: cap on the traversal rows.
+        labels: a conditional model's labels of `images` (`(N,)` class ids or
+            `(N, K)` attribute vectors), passed to `encode`; None otherwise.
 
     Returns:
         dict with `mean`, `log_var` `(N, D)` float32 posterior parameters;
@@ -170,7 +177,7 @@ def latent_statistics(model, images, max_traversal_dims=16):
     Raises:
         DivergedModelError: the posterior is not finite.
     """
-    mean, log_var = model.encode(images)
+    mean, log_var = _encode(model, images, labels)
     mean = np.asarray(mean, dtype=np.float32)  # (N, D)
     log_var = np.asarray(log_var, dtype=np.float32)  # (N, D)
     if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(log_var))):
@@ -201,15 +208,116 @@ def latent_statistics(model, images, max_traversal_dims=16):
     }
 
 
-def decode_codes(model, codes, batch_size=128):
-    """`(M, D)` codes -> `(M, H, W, C)` float32 in [0, 1], in few batched `decode` calls."""
+def _encode(model, images, labels):
+    # Labels go only to a model given them: the contract of generic code
+    # (`VAE.conditional`), so a variant's `encode` is called as before.
+    if labels is None:
+        return model.encode(images)
+    return model.encode(images, labels=labels)
+
+
+def decode_codes(model, codes, batch_size=128, labels=None):
+    """`(M, D)` codes -> `(M, H, W, C)` float32 in [0, 1], in few batched `decode` calls.
+
+    `labels`: a conditional model's label of each code, `(M,)` or `(M, K)`;
+    None for an unconditional model.
+    """
     codes = np.asarray(codes, dtype=np.float32)
     out = []
     for start in range(0, codes.shape[0], batch_size):
-        batch = model.decode(codes[start : start + batch_size])
+        batch = codes[start : start + batch_size]
+        if labels is None:
+            batch = model.decode(batch)
+        else:
+            batch = model.decode(batch, labels=labels[start : start + batch_size])
         out.append(np.asarray(batch, dtype=np.float32))
     # The Gaussian likelihoods' mean is not bounded to [0, 1].
     return np.clip(np.concatenate(out, axis=0), 0.0, 1.0)
+
+
+def class_rows(model, max_classes=10):
+    """The rows of `samples_per_class`: one label each, and what it is.
+
+    One-hot (class ids): every class when `condition_size <= max_classes`;
+    else `max_classes` classes evenly spaced from the first to the last,
+    `floor(i * (K - 1) / (max_classes - 1))` (e.g. shapes' 32 x positions ->
+    0, 3, 6, 10, 13, 17, 20, 24, 27, 31), so the rows span the whole range.
+    Multi-hot (`model.multi_hot`, attributes): the all-zero vector, then
+    attributes 0, 1, ..., min(K, max_classes) - 1 switched on one at a time
+    (the first ones: the attributes have no order to space them by).
+
+    Args:
+        model: a conditional model (`condition_size`, `multi_hot`).
+        max_classes: most classes (attributes) shown, >= 1.
+
+    Returns:
+        `(labels, rows)`: `labels` `(R,)` int32 class ids or `(R, K)` int32
+        attribute vectors; `rows` a list of R ints, the class id or the
+        attribute switched on, None for the all-zero row.
+    """
+    max_classes = check_int("max_classes", max_classes, 1)
+    size = model.condition_size
+    if getattr(model, "multi_hot", False):
+        count = min(size, max_classes)
+        labels = np.zeros((1 + count, size), dtype=np.int32)
+        labels[np.arange(1, 1 + count), np.arange(count)] = 1
+        return labels, [None, *range(count)]
+    if size <= max_classes:
+        labels = np.arange(size, dtype=np.int32)
+    else:  # integer maths: distinct, first and last included
+        labels = (np.arange(max_classes) * (size - 1) // max(1, max_classes - 1)).astype(np.int32)
+    return labels, [int(c) for c in labels]
+
+
+def describe_class_rows(model, rows):
+    """`class_rows`' rows in words, for captions: e.g. "classes 0, 1, 2"."""
+    size = model.condition_size
+    if getattr(model, "multi_hot", False):
+        named = ", ".join(str(r) for r in rows[1:])
+        return (
+            f"no attribute (all-zero vector), then attributes {named} (of {size}) "
+            "each switched on alone"
+        )
+    text = "classes " + ", ".join(str(r) for r in rows)
+    if len(rows) < size:
+        text += f" ({len(rows)} of {size}, evenly spaced)"
+    return text
+
+
+def _per_class_codes(noise, labels):
+    """`(R * S, D)` codes and their labels: row r is all of `noise` with label r."""
+    noise = np.asarray(noise, dtype=np.float32)  # (S, D)
+    codes = np.tile(noise, (len(labels), 1))  # (R * S, D), row-major
+    return codes, np.repeat(labels, noise.shape[0], axis=0)  # (R * S,) or (R * S, K)
+
+
+def samples_per_class(model, noise, max_classes=10, batch_size=128):
+    """Prior samples rendered as each class: the same z in every row.
+
+    Row r decodes all of `noise` with the r-th label of `class_rows`, so a
+    column shows one code as each class (or with each attribute): what the
+    label controls, apart from what the code does. Tile with
+    `grids.tile_rows(cells)`.
+
+    Args:
+        model: a conditional model.
+        noise: `(S, D)` prior codes, e.g. `prior_noise(S, D, seed)`.
+        max_classes: most classes (attributes) shown, see `class_rows`.
+        batch_size: most codes per `decode` call.
+
+    Returns:
+        `(cells, rows)`: `(R, S, H, W, C)` float32 images in [0, 1] and the
+        row list of `class_rows`.
+    """
+    labels, rows = class_rows(model, max_classes)
+    codes, code_labels = _per_class_codes(noise, labels)
+    cells = decode_codes(model, codes, batch_size, code_labels)  # (R * S, H, W, C)
+    return cells.reshape((len(rows), len(codes) // len(rows)) + cells.shape[1:]), rows
+
+
+def _repeat(labels, n):
+    """`n` copies of one label `()` or `(K,)`: `(n,)` or `(n, K)`."""
+    return np.repeat(np.asarray(labels)[None], n, axis=0)
 
 
 def image_grids(
@@ -230,6 +338,8 @@ def image_grids(
     pad=1,
     pad_value=1.0,
     decode_batch_size=128,
+    condition=None,
+    max_classes=10,
 ):
     """All image grids of the module docstring, `{tag: (height, width, C) float32 in [0, 1]}`.
 
@@ -237,17 +347,39 @@ def image_grids(
     files: one batched `decode` of every code the grids need. Arguments as
     `LatentSummaries`, plus:
 
+    A conditional model (`model.conditional`) decodes with these labels:
+    reconstructions, each image's own; `images/samples`, `class_labels(S)`
+    (the classes in turn; all-zero attributes when multi-hot); each
+    interpolation row, its start (left) image's; the traversal, the label of
+    image `traversal_index`; the origin traversal and the manifold, the first
+    class `class_labels(1)` (the all-zero attribute vector when multi-hot).
+    It also gets `images/samples_per_class`: `samples_per_class` of the first
+    `columns` noise vectors (temperature 1), a row per `class_rows` label.
+
     Args:
         model: a `VAE`.
         images: `(N, H, W, C)` float32 images in [0, 1].
-        stats: `latent_statistics(model, images, ...)`.
+        stats: `latent_statistics(model, images, ...)` (with the same labels).
         noise: `(S, D)` prior noise, e.g. `prior_noise(S, D, seed)`.
         pairs: `(P, 2)` indices into `images` to interpolate between
             (`choose_pairs`).
+        condition: a conditional model's labels of `images`, `(N,)` class ids
+            or `(N, K)` attribute vectors; ignored by an unconditional model.
+        max_classes: most rows of `images/samples_per_class` (`class_rows`).
 
     Returns:
-        dict keyed by the `IMAGE_TAGS` (`images/manifold` only when D == 2).
+        dict keyed by the `IMAGE_TAGS` (`images/manifold` only when D == 2,
+        `images/samples_per_class` only for a conditional model).
+
+    Raises:
+        ValueError: a conditional model without `condition`.
     """
+    conditional = getattr(model, "conditional", False)
+    if conditional and condition is None:
+        raise ValueError(
+            "Expected `condition`, the labels of `images`: a conditional model decodes "
+            "every code with a label. Received: condition=None"
+        )
     mean = stats["mean"]  # (N, D)
     latent_dim = mean.shape[1]
 
@@ -277,9 +409,31 @@ def image_grids(
     }
     if latent_dim == 2:
         parts["manifold"] = walks.manifold_grid(manifold_size)  # (n * n, 2)
+    labels = None
+    if conditional:
+        # The label of every code, part by part: (M_i,) or (M_i, K).
+        condition = np.asarray(condition)
+        first_class = np.asarray(model.class_labels(1))[0]  # () or (K,)
+        in_turn = np.asarray(model.class_labels(num_samples))  # the classes in turn
+        starts = np.repeat(condition[pairs[:, 0]], interpolation_steps, axis=0)
+        part_labels = {
+            "recon": condition[:num_reconstructions],
+            "samples": np.concatenate([in_turn] * len(temperatures)),
+            "interp": np.concatenate([starts] * len(walks.INTERPOLATION_METHODS)),
+            "traversal": _repeat(condition[traversal_index], len(parts["traversal"])),
+            "traversal_origin": _repeat(first_class, len(parts["traversal_origin"])),
+        }
+        if "manifold" in parts:
+            part_labels["manifold"] = _repeat(first_class, len(parts["manifold"]))
+        class_labels, class_ids = class_rows(model, max_classes)
+        per_class_cols = min(columns, num_samples)
+        parts["per_class"], part_labels["per_class"] = _per_class_codes(
+            eps[:per_class_cols], class_labels
+        )
+        labels = np.concatenate([part_labels[name] for name in parts])
     ends = np.cumsum([len(codes) for codes in parts.values()])
     decoded = decode_codes(
-        model, np.concatenate(list(parts.values())), decode_batch_size
+        model, np.concatenate(list(parts.values())), decode_batch_size, labels
     )  # (sum M_i, H, W, C)
     decoded = dict(zip(parts, np.split(decoded, ends[:-1]), strict=True))
 
@@ -322,5 +476,11 @@ def image_grids(
     if "manifold" in decoded:
         out["images/manifold"] = grids.tile(
             decoded["manifold"], rows=manifold_size, cols=manifold_size, **tile
+        )
+    if "per_class" in decoded:
+        # A row per class, a column per noise vector: (R, cols) cells.
+        shape = (len(class_ids), per_class_cols) + cell
+        out["images/samples_per_class"] = grids.tile_rows(
+            decoded["per_class"].reshape(shape), **tile
         )
     return out

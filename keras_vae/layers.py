@@ -117,9 +117,19 @@ class LearnedScale(keras.layers.Layer):
     input (the Gaussian mean, `C` channels) and the log-scale broadcast to the
     same shape, so the decoder always returns one tensor of parameters.
 
+    The layer learns a raw weight v and outputs the softly bounded
+    log(sigma) = min_value + softplus(v - min_value). v starts at
+    `initial_value`, so the first log(sigma) is slightly above it: with the
+    defaults (v = 0, min -6), -6 + softplus(6) = log(1 + e^-6) = 0.0025
+    (sigma = 1.0025), as in the paper's code, which initialises the same raw
+    parameter to 0 under the same bound. Starting near sigma = 1, a broad
+    likelihood, keeps the first updates' reconstruction gradients (scaled by
+    1 / sigma^2) small while sigma then adapts to the data's residuals.
+
     Args:
         per_channel: bool. One log-scale per channel instead of one in all.
-        initial_value: float. Initial log(sigma); 0 as in the paper's code.
+        initial_value: float. Initial raw weight v (not log(sigma) itself; see
+            above); 0 as in the paper's code.
         min_value: float. Soft lower bound of log(sigma) (paper code: -6).
         **kwargs: base layer keyword arguments.
 

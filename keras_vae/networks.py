@@ -104,6 +104,7 @@ def build_encoder(
     widths=None,
     dense_units=DEFAULT_DENSE_UNITS,
     activation="relu",
+    condition_size=0,
     name="encoder",
 ):
     """Builds q(z|x): images -> `[mean, log_var]`.
@@ -118,6 +119,11 @@ def build_encoder(
             `default_conv_widths(image_shape)`.
         dense_units: width of the conv encoder's dense layer.
         activation: hidden activation.
+        condition_size: 0, or the size K of a condition vector (a conditional
+            VAE's one-hot class or multi-hot attributes): the model then takes
+            `[images, condition]`, `condition` `(batch, K)` float, concatenated
+            to the flattened image features (mlp: the pixels; conv: the last
+            convolution's output) before the first dense layer.
         name: model name.
 
     Returns:
@@ -127,23 +133,27 @@ def build_encoder(
     image_shape = _check_image_shape(image_shape)
     _check_common(network, latent_dim)
     widths = _widths(network, image_shape, widths)
+    _check_condition_size(condition_size)
     images = keras.Input(shape=image_shape, name="images")
-    h = images
+    inputs, h = _with_condition(images, condition_size)
     if network == "mlp":
-        h = keras.layers.Flatten()(h)
+        h = _join(keras.layers.Flatten()(images), h)
         for units in widths:
             h = keras.layers.Dense(units, activation=activation)(h)
     else:
+        features = images
         for filters in widths:
-            h = keras.layers.Conv2D(filters, 4, strides=2, padding="same", activation=activation)(h)
-        h = keras.layers.Flatten()(h)
+            features = keras.layers.Conv2D(
+                filters, 4, strides=2, padding="same", activation=activation
+            )(features)
+        h = _join(keras.layers.Flatten()(features), h)
         h = keras.layers.Dense(dense_units, activation=activation)(h)
     # Heads in float32 so log_var and the KL are exact under mixed precision.
     head_dtype = _head_dtype()
     mean = keras.layers.Dense(latent_dim, dtype=head_dtype, name="mean")(h)
     raw_log_var = keras.layers.Dense(latent_dim, dtype=head_dtype, name="raw_log_var")(h)
     log_var = SoftClip(*LOG_VAR_BOUNDS, dtype=head_dtype, name="log_var")(raw_log_var)
-    return keras.Model(images, [mean, log_var], name=name)
+    return keras.Model(inputs, [mean, log_var], name=name)
 
 
 def build_decoder(
@@ -155,6 +165,7 @@ def build_decoder(
     dense_units=DEFAULT_DENSE_UNITS,
     activation="relu",
     per_channel_scale=False,
+    condition_size=0,
     name="decoder",
 ):
     """Builds p(x|z): z -> the likelihood's parameters.
@@ -175,6 +186,8 @@ def build_decoder(
         activation: hidden activation.
         per_channel_scale: `gaussian_learned` only: one learned sigma per
             channel instead of one shared.
+        condition_size: 0, or the size K of a condition vector: the model
+            then takes `[z, condition]`, concatenated before the first layer.
         name: model name.
 
     Returns:
@@ -187,9 +200,12 @@ def build_decoder(
     height, width, channels = image_shape
 
     head_dtype = _head_dtype()
+    _check_condition_size(condition_size)
     z = keras.Input(shape=(latent_dim,), name="z")
+    inputs, condition = _with_condition(z, condition_size)
+    code = _join(z, condition)
     if network == "mlp":
-        h = z
+        h = code
         for units in reversed(widths):
             h = keras.layers.Dense(units, activation=activation)(h)
         h = keras.layers.Dense(height * width * out_channels, dtype=head_dtype, name="params")(h)
@@ -197,7 +213,7 @@ def build_decoder(
     else:
         scale = 2 ** len(widths)
         base_h, base_w = math.ceil(height / scale), math.ceil(width / scale)
-        h = keras.layers.Dense(dense_units, activation=activation)(z)
+        h = keras.layers.Dense(dense_units, activation=activation)(code)
         h = keras.layers.Dense(base_h * base_w * widths[-1], activation=activation)(h)
         h = keras.layers.Reshape((base_h, base_w, widths[-1]))(h)
         for filters in reversed(widths[:-1]):
@@ -217,11 +233,35 @@ def build_decoder(
         params = LearnedScale(per_channel=per_channel_scale, dtype=head_dtype, name="log_sigma")(
             params
         )
-    return keras.Model(z, params, name=name)
+    return keras.Model(inputs, params, name=name)
 
 
-def build_networks(config, image_shape):
-    """`(encoder, decoder)` for a run's settings.
+def _check_condition_size(condition_size):
+    valid = isinstance(condition_size, int) and not isinstance(condition_size, bool)
+    if not valid or condition_size < 0:
+        raise ValueError(
+            f"Expected `condition_size` an int >= 0. Received: condition_size={condition_size!r}"
+        )
+
+
+def _with_condition(first, condition_size):
+    """`(inputs, condition)`: `first` alone and None, or `[first, condition]`
+    and the `(batch, condition_size)` condition input."""
+    if not condition_size:
+        return first, None
+    condition = keras.Input(shape=(condition_size,), name="condition")
+    return [first, condition], condition
+
+
+def _join(features, condition):
+    """`features` with the condition vector appended (a conditional network)."""
+    if condition is None:
+        return features
+    return keras.layers.Concatenate(name="with_condition")([features, condition])
+
+
+def build_networks(config, image_shape, condition_size=0):
+    """`(encoder, decoder)` for a run's settings (conditional with `condition_size` > 0).
 
     Args:
         config: a `keras_vae.config.Config` (or anything with its `latent_dim`,
@@ -235,6 +275,7 @@ def build_networks(config, image_shape):
         network=config.network,
         widths=config.widths,
         dense_units=config.dense_units,
+        condition_size=condition_size,
     )
     encoder = build_encoder(**common)
     decoder = build_decoder(
@@ -251,6 +292,7 @@ def estimate_size(
     widths=None,
     dense_units=DEFAULT_DENSE_UNITS,
     per_channel_scale=False,
+    condition_size=0,
 ):
     """Parameters and activations of `build_encoder` + `build_decoder`, by arithmetic.
 
@@ -277,7 +319,7 @@ def estimate_size(
 
     # Encoder.
     if network == "mlp":
-        features = height * width * channels
+        features = height * width * channels + condition_size
         for units in widths:
             features = dense(features, units)
     else:
@@ -287,12 +329,12 @@ def estimate_size(
             params += 16 * c * filters + filters  # 4x4 kernels
             activations += h * w * filters
             c = filters
-        features = dense(h * w * c, dense_units)
+        features = dense(h * w * c + condition_size, dense_units)
     dense(features, latent_dim)  # mean
     dense(features, latent_dim)  # log_var
     # Decoder.
     if network == "mlp":
-        features = latent_dim
+        features = latent_dim + condition_size
         for units in reversed(widths):
             features = dense(features, units)
         dense(features, height * width * out_channels)
@@ -300,7 +342,7 @@ def estimate_size(
         scale = 2 ** len(widths)
         h, w = math.ceil(height / scale), math.ceil(width / scale)
         c = widths[-1]
-        dense(dense(latent_dim, dense_units), h * w * c)
+        dense(dense(latent_dim + condition_size, dense_units), h * w * c)
         for filters in [*reversed(widths[:-1]), out_channels]:
             h, w = 2 * h, 2 * w
             params += 16 * c * filters + filters

@@ -323,7 +323,7 @@ def neighbourhood_figure(path, image, recon, samples, radii, index):
     )
 
 
-def directions_figure(path, decoded, sds, steps, num_codes):
+def directions_figure(path, decoded, sds, steps, num_codes, decoded_as=None):
     """One row per principal direction, from -3 to +3 standard deviations.
 
     Args:
@@ -332,14 +332,16 @@ def directions_figure(path, decoded, sds, steps, num_codes):
         sds: `(k,)` standard deviation of the codes along each direction.
         steps: the offsets in standard deviations (0 is the mean code).
         num_codes: how many test codes the directions come from.
+        decoded_as: a conditional model's label of every code, in words.
     """
+    given = f", decoded as {decoded_as}" if decoded_as else ""
     return labelled_grid_figure(
         path,
         grids.tile_rows(decoded),
         cell_shape=decoded.shape[2:4],
         row_labels=[f"PC{i + 1} (sd {s:.2f})" for i, s in enumerate(sds)],
         col_labels=[f"{t:+g} sd" if t else "mean" for t in steps],
-        title=f"Principal directions of {num_codes} test codes, from their mean code",
+        title=f"Principal directions of {num_codes} test codes, from their mean code{given}",
     )
 
 

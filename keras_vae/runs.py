@@ -11,9 +11,10 @@ truncated or corrupt `model.keras`, non-finite weights (a diverged run), a
 `model.keras` that another run wrote, a folder that cannot be written.
 
 The model is inspected through its public face only (DESIGN.md section 2):
-`latent_dim`, `image_shape`, `likelihood`, the objective's settings and the
-number of its trained weights, which `networks.estimate_size` predicts
-exactly from a config.
+`latent_dim`, `image_shape`, `likelihood`, the objective's settings, a
+conditional model's condition (`condition_size`, `multi_hot`) and the number
+of its trained weights, which `networks.estimate_size` predicts exactly from
+a config.
 """
 
 from __future__ import annotations
@@ -203,9 +204,17 @@ def network_weights(model):
     return int(model.network_parameters)
 
 
+def _condition_of(model):
+    """`(condition_size, multi_hot)` of a conditional model (the shape of
+    `Config.condition_spec`), None for an unconditional one."""
+    return (int(model.condition_size), bool(model.multi_hot)) if model.conditional else None
+
+
 def _expected_weights(config, model):
     """What `networks.estimate_size` gives for `config`'s networks at the
-    model's latent size, likelihood and image shape; None if they cannot be built."""
+    model's latent size, likelihood, image shape and condition size (the
+    condition is compared on its own); None if they cannot be built."""
+    condition = _condition_of(model)
     try:
         params, _ = networks.estimate_size(
             tuple(model.image_shape),
@@ -215,6 +224,7 @@ def _expected_weights(config, model):
             widths=config.widths,
             dense_units=config.dense_units,
             per_channel_scale=config.per_channel_scale,
+            condition_size=0 if condition is None else condition[0],
         )
     except ValueError:  # e.g. a network this version does not know
         return None
@@ -225,10 +235,12 @@ def model_differences(config, model):
     """`[(field, value in the model, value in the config)]` where they disagree.
 
     Compares what the loaded model shows of itself: latent_dim, likelihood,
-    its options (gaussian_sigma), the objective, image_size and, as `weights`,
-    the number of weights of its networks against the number `config`'s
-    `NETWORK_FIELDS` give at the model's latent size, likelihood and images
-    (None when they describe no network this version can build).
+    its options (gaussian_sigma), the objective, image_size, the `condition`
+    (`(size, multi_hot)` of a conditional model against `config.condition_spec`,
+    None for none) and, as `weights`, the number of weights of its networks
+    against the number `config`'s `NETWORK_FIELDS` give at the model's latent
+    size, likelihood, images and condition size (None when they describe no
+    network this version can build).
     """
     found = {
         "latent_dim": (int(model.latent_dim), config.latent_dim),
@@ -237,6 +249,7 @@ def model_differences(config, model):
         "beta_schedule": (model.beta_schedule, config.beta_schedule),
         "free_bits": (model.free_bits, config.free_bits),
         "seed": (model.seed, config.seed),
+        "condition": (_condition_of(model), config.condition_spec),
     }
     if config.likelihood == model.likelihood:  # options mean something within one likelihood
         for option in likelihoods.get(model.likelihood).options:
@@ -257,7 +270,20 @@ def describe_difference(field, in_model, in_config):
             f"network weights {in_model} in the model, {expected} from {CONFIG_FILE}'s "
             f"{', '.join(NETWORK_FIELDS)}"
         )
+    if field == "condition":
+        return (
+            f"condition {_describe_condition(in_model)} in the model, "
+            f"{_describe_condition(in_config)} from {CONFIG_FILE}'s condition"
+        )
     return f"{field} {in_model!r} in the model, {in_config!r} in {CONFIG_FILE}"
+
+
+def _describe_condition(spec):
+    """`(size, multi_hot)` or None as words: "3 classes", "40 attributes", "none"."""
+    if spec is None:
+        return "none"
+    size, multi_hot = spec
+    return f"{size} attributes (multi-hot)" if multi_hot else f"{size} classes"
 
 
 def _mixed_runs(path, workdir, differences):
@@ -306,10 +332,18 @@ def load_run(workdir):
 # The run's data.
 
 
-def load_split(config, split, *, with_labels=False):
-    """One split of the run's data, unshuffled, not repeated, optionally with labels."""
+def load_split(config, split, *, with_labels=False, with_condition=False):
+    """One split of the run's data, unshuffled, not repeated: images, or
+    `(images, labels dict)` with `with_labels`, or `(images, labels)` with
+    `with_condition`, the labels a cvae is conditioned on (`config.condition`,
+    see `keras_vae.data.load_for_config`)."""
     return data_lib.load_for_config(
-        config, split, shuffle=False, repeat=False, with_labels=with_labels
+        config,
+        split,
+        shuffle=False,
+        repeat=False,
+        with_labels=with_labels,
+        with_condition=with_condition,
     )
 
 

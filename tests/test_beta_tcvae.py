@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from scipy import special
+from script_helpers import QUICK_EVALUATE, run_script
 from tensorboard.backend.event_processing import event_accumulator
+from test_training import TINY
 
 import keras_vae
 from keras_vae import config as config_lib
@@ -344,16 +346,7 @@ def _tensorboard_scalars(log_dir):
 @pytest.mark.slow
 def test_train_py_evaluate_py_and_export(tmp_path):
     workdir = str(tmp_path / "run")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
-    # TINY of tests/test_training.py.
-    tiny = ["--epochs=2", "--steps_per_epoch=15", "--validation_steps=4", "--eval_steps=2",
-            "--batch_size=32", "--latent_dim=4", "--widths=8,8,16,16",
-            "--dense_units=32"]  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "train.py"), "--model=beta_tcvae",
-         f"--workdir={workdir}", *tiny],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+    proc = run_script("train.py", "--model=beta_tcvae", f"--workdir={workdir}", *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(os.path.join(workdir, "history.json")) as f:
         history = json.load(f)
@@ -366,11 +359,7 @@ def test_train_py_evaluate_py_and_export(tmp_path):
     assert type(model) is BetaTCVAE and model.estimator == "mws"
     assert model.tc_weight == 6.0 and model.dataset_size > 0
 
-    proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "evaluate.py"), f"--workdir={workdir}",
-         "--iwae_samples=10", "--max_batches=1", "--nofigures"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+    proc = run_script("evaluate.py", f"--workdir={workdir}", *QUICK_EVALUATE)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(os.path.join(workdir, "results.json")) as f:
         assert np.isfinite(json.load(f)["elbo"])

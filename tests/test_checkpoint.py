@@ -398,7 +398,7 @@ class _SigtermAt(keras.callbacks.Callback):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["vae", "ae", "iwae", "beta_tcvae", "iaf"])
+@pytest.mark.parametrize("model", ["vae", "ae", "iwae", "beta_tcvae", "iaf", "cvae"])
 def test_every_model_resumes_exactly_after_sigterm(tmp_path, model):
     # Every variant keeps its whole state in the backup (weights, optimizer,
     # step, random state): stopped mid-epoch and resumed, it ends with the

@@ -45,9 +45,13 @@ import keras, keras_vae
 name, shape, network, widths, options = json.loads(sys.argv[1])
 shape, widths = tuple(shape), tuple(widths)
 
+# A conditional model (cvae) takes its condition size from the options and
+# trains on (images, labels).
+classes = options.get("condition_size", 0)
+
 def make():
     keras.utils.set_random_seed(1)
-    nets = dict(network=network, widths=widths, dense_units=16)
+    nets = dict(network=network, widths=widths, dense_units=16, condition_size=classes)
     enc = keras_vae.build_encoder(shape, 3, **nets)
     dec = keras_vae.build_decoder(shape, 3, **nets)
     model = keras_vae.models.get(name)(enc, dec, seed=0, **options)
@@ -62,7 +66,9 @@ def largest_change(a, b):
     return max(float(np.max(np.abs(u.numpy() - v.numpy()))) for u, v in zip(a, b))
 
 x = (np.random.default_rng(0).random((16, *shape)) > 0.5).astype("float32")
-batch = tf.data.Dataset.from_tensors(x)  # one global batch of 16
+labels = np.arange(16) % max(classes, 1)
+# One global batch of 16.
+batch = tf.data.Dataset.from_tensors((x, labels) if classes else x)
 plain = make()
 plain_logs = plain.fit(batch, epochs=1, verbose=0).history
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -70,6 +76,12 @@ with strategy.scope():
     mirrored = make()
 mirrored_logs = mirrored.fit(batch, epochs=1, verbose=0).history
 fresh = make()
+# With free bits, the KL per dimension at the start, for the global batch
+# and each replica's half (the clamp acts on a batch mean).
+kl_per_dim = None
+if options.get("free_bits"):
+    kl = np.asarray(keras_vae.likelihoods.gaussian_kl_per_dim(*fresh.encode(x)))
+    kl_per_dim = [kl.mean(0).tolist(), kl[:8].mean(0).tolist(), kl[8:].mean(0).tolist()]
 # A variant's own weights (e.g. IAF's flow), beside the encoder's and decoder's.
 nets = plain.encoder.weights + plain.decoder.weights
 own = [i for i, w in enumerate(plain.trainable_weights) if not any(w is v for v in nets)]
@@ -81,6 +93,7 @@ print(json.dumps({
     "own_moved": largest_change([plain.trainable_weights[i] for i in own],
                                 [fresh.trainable_weights[i] for i in own]) if own else None,
     "loss": [plain_logs["loss"][0], mirrored_logs["loss"][0]],
+    "kl_per_dim": kl_per_dim,
 }))
 """
 
@@ -93,6 +106,9 @@ print(json.dumps({
         ("ae", (16, 16, 1), "conv", (4, 8), {}),
         ("iwae", (8, 8, 1), "mlp", (16,), {"k": 3}),
         ("iaf", (8, 8, 1), "mlp", (16,), {"flow_steps": 2, "flow_units": 8}),
+        ("cvae", (16, 16, 1), "conv", (4, 8), {"condition_size": 3}),
+        # Free bits of 0.006 nats: see the test's end.
+        ("vae", (16, 16, 1), "conv", (4, 8), {"free_bits": 0.006}),
     ],
 )
 def test_mirrored_two_cpus_one_step_equals_no_strategy(name, shape, network, widths, options):
@@ -112,6 +128,19 @@ def test_mirrored_two_cpus_one_step_equals_no_strategy(name, shape, network, wid
     assert result["loss"][0] == pytest.approx(result["loss"][1], rel=1e-6)
     if name == "iaf":  # 10 network weights and 2 flow steps of 7; the flow moved too
         assert result["weights"] == 10 + 2 * 7 and result["own_moved"] > 1e-3
+    if options.get("free_bits"):
+        # The clamp max(free_bits, batch mean of KL_d) is active on some
+        # dimensions and not on others, and one replica's half of the batch
+        # sits on the other side of it than the global batch for some d
+        # (seen: global 0.0047 0.0065 0.0075, halves 0.0043 0.0045 0.0051 and
+        # 0.0051 0.0084 0.0099 nats): a clamp on each replica's own mean
+        # would then give another update than one device (seen with that
+        # clamp: diff 4.3e-3, loss 177.4645 vs 177.4657; with the global
+        # batch's mean all-reduced first: diff 6e-8, the same loss).
+        fb = options["free_bits"]
+        whole, *halves = (np.asarray(m) > fb for m in result["kl_per_dim"])
+        assert whole.any() and not whole.all(), result["kl_per_dim"]
+        assert any((half != whole).any() for half in halves), result["kl_per_dim"]
 
 
 WORKER = """
@@ -120,16 +149,27 @@ import numpy as np
 import keras
 from keras_vae import config as config_lib, training
 
-out, workdir = sys.argv[1], sys.argv[2]
+out, workdir, distribution = sys.argv[1:4]
 
 class Dump(keras.callbacks.Callback):
-    def on_train_end(self, logs=None):
-        np.savez(out, *[np.asarray(w) for w in self.model.weights])
+    def on_train_begin(self, logs=None):
+        # z = mean (eps = 0), read when train_step is traced (at its first
+        # call, after this): each worker would draw the same noise for its
+        # half of the batch as the other, one process other noise for all 8.
+        self.model.sampling.deterministic = True
+        self.start = [np.array(w) for w in self.model.trainable_weights]
 
+    def on_train_end(self, logs=None):
+        np.savez(out, *[np.asarray(w) for w in self.model.trainable_weights])
+        np.savez(out + "-start", *self.start)
+
+# Free bits of 3e-5 nats: at the start the first batch's KL per dimension is
+# 3.8e-5 and 1.2e-5 nats (one clamped, one not), and 1.8e-5 on worker 0's
+# half for the first: a clamp of each worker's own mean would differ.
 config = config_lib.resolve(
     "shapes", epochs=1, steps_per_epoch=2, validation_steps=1, eval_steps=1, batch_size=8,
-    latent_dim=2, widths=(4, 4, 8, 8), dense_units=8, distribution="multi_worker",
-    export=False)
+    latent_dim=2, widths=(4, 4, 8, 8), dense_units=8, distribution=distribution,
+    free_bits=3e-5, export=False)
 results = training.train_and_evaluate(config, workdir, verbose=0, callbacks=[Dump()])
 print(json.dumps({"steps": results["steps"], "replicas": results["replicas"]}))
 """
@@ -145,35 +185,59 @@ def _free_ports(n):
     return ports
 
 
+def _worker(tmp_path, name, distribution, env=None):
+    out, run = str(tmp_path / name), str(tmp_path / f"run-{name}")
+    code = f"import sys; sys.argv = ['w', {out!r}, {run!r}, {distribution!r}]\n" + WORKER
+    return _python(code, env=env)
+
+
+def _weights(path):
+    with np.load(path) as f:
+        return [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
+
+
 @pytest.mark.slow
-def test_multi_worker_two_processes_identical_weights_chief_writes(tmp_path):
+def test_multi_worker_two_processes_equal_one_process_update_chief_writes(tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    procs = []
+    procs = {}
     for index in range(2):
-        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        procs.append(
-            _python(
-                f"import sys; sys.argv = ['w', {str(tmp_path / f'w{index}.npz')!r}, "
-                f"{str(tmp_path / f'run{index}')!r}]\n" + WORKER,
-                env={"TF_CONFIG": tf_config},
-            )
-        )
-    outputs = []
-    for proc in procs:
+        task = {"type": "worker", "index": index}
+        env = {"TF_CONFIG": json.dumps({"cluster": cluster, "task": task})}
+        procs[f"w{index}"] = _worker(tmp_path, f"w{index}", "multi_worker", env)
+    # The same 2 global batches of 8 on one process, no strategy.
+    procs["one"] = _worker(tmp_path, "one", "none")
+    outputs = {}
+    for name, proc in procs.items():
         out, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err[-3000:]
-        outputs.append(json.loads(out.strip().splitlines()[-1]))
-    # Both trained the 2 planned steps, on 2 replicas (one per worker).
-    assert outputs == [{"steps": 2, "replicas": 2}] * 2
-    w0, w1 = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
-    assert len(w0.files) == len(w1.files) > 0
-    for key in w0.files:
-        np.testing.assert_array_equal(w0[key], w1[key])
+        assert proc.returncode == 0, (name, err[-3000:])
+        outputs[name] = json.loads(out.strip().splitlines()[-1])
+    # The workers trained the 2 planned steps on 2 replicas (one each).
+    assert outputs == {
+        "w0": {"steps": 2, "replicas": 2},
+        "w1": {"steps": 2, "replicas": 2},
+        "one": {"steps": 2, "replicas": 1},
+    }
+    w0, w1, one = (_weights(tmp_path / f"{name}.npz") for name in ("w0", "w1", "one"))
+    start = _weights(tmp_path / "one-start.npz")
+    assert len(w0) == len(w1) == len(one) == len(start) > 0
+    # The workers agree exactly (the gradients are all-reduced) ...
+    for a, b in zip(w0, w1, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # ... the two steps moved the weights (two Adam steps of 1e-3: seen 2.0e-3) ...
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(one, start, strict=True)) > 1e-3
+    # ... and the update is one process's on the same global batches (each
+    # worker trained on its half of each, the free-bits clamp acted on the
+    # global batch's KL), up to float sums in another order (seen: 1.3e-7;
+    # with each worker clamping its own half's mean: 9.7e-4). Adam is about
+    # blind to a gradient's scale: the loss / replicas scaling is checked
+    # with SGD above.
+    for a, b in zip(w0, one, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
     # Only the chief (worker 0) wrote its workdir.
-    chief = sorted(os.listdir(tmp_path / "run0"))
+    chief = sorted(os.listdir(tmp_path / "run-w0"))
     assert {"config.json", "model.keras", "history.json", training.SUMMARY_FILE} <= set(chief)
-    assert not (tmp_path / "run1").exists()
+    assert not (tmp_path / "run-w1").exists()
 
 
 def _twenty_steps(policy):

@@ -1,6 +1,6 @@
 """Tests for keras_vae.evaluation: IWAE and ELBO against the closed-form
 log-likelihood of probabilistic PCA, chunked streaming, bits/dim, active
-units, KL per dimension, MIG and the results files."""
+units, KL per dimension and the results files (MIG: tests/test_disentanglement.py)."""
 
 import json
 import math
@@ -79,6 +79,20 @@ def ppca_vae(mean_shift=0.0, log_var_shift=0.0):
     return VAE(encoder, decoder, likelihood="gaussian", gaussian_sigma=SIGMA, seed=0)
 
 
+def ppca_elbo_gap(mean_shift=0.0, log_var_shift=0.0):
+    """log p(x) - ELBO of `ppca_vae(mean_shift, log_var_shift)`, the same for every x.
+
+    ELBO = log p(x) - KL(q(z|x) || p(z|x)), and q is the exact posterior
+    N(mu, S) moved to N(mu + delta, e^s S), S_d = sigma^2 / M_d, so per dimension
+    KL = (e^s - 1 - s + delta^2 / S_d) / 2. For delta = 0.2, s = 1:
+    S = (0.03846, 0.1, 1), KL = 0.8791 + 0.5591 + 0.3791 = 1.8174 nats.
+    """
+    w, _ = ppca_params()
+    posterior_var = SIGMA**2 / (np.diag(w.T @ w) + SIGMA**2)  # S, (L,)
+    s = log_var_shift
+    return float(np.sum(0.5 * (math.exp(s) - 1 - s + mean_shift**2 / posterior_var)))
+
+
 @pytest.fixture(scope="module")
 def data():
     x = ppca_data(64)
@@ -133,12 +147,22 @@ def test_bounds_are_ordered_and_iwae_approaches_log_px(data):
         )
     }
     print("PPCA mean nats over 64 examples:", means)
-    # Seen: ELBO -1.391, IWAE10 0.277, IWAE1000 0.406, log p(x) 0.405. Gaps
+    # Seen: ELBO -1.443, IWAE10 0.277, IWAE1000 0.406, log p(x) 0.405. Gaps
     # in SE units: ELBO -> IWAE10 >> 10, IWAE10 -> IWAE1000 ~7; IWAE1000 is
     # an estimate of a lower bound, so it may exceed log p(x) by its noise
     # (SE ~0.005): tolerance 0.03.
     assert means["elbo"] < means["iwae10"] < means["iwae1000"] <= means["log_px"] + 0.03
     assert means["iwae10"] < means["log_px"] - 0.03
+    # The ELBO is log p(x) - 1.8174 exactly (`ppca_elbo_gap`): -1.412 against
+    # the -1.443 seen; its 100-draw mean has SE 0.043 (per-draw sd 3.2 nats per
+    # example, measured), so 0.2 is ~5 SE. The IWAE closes most of that gap:
+    # IWAE10 - ELBO was 1.67 nats, IWAE1000 - ELBO 1.80; margins of 1.2 and
+    # 1.6 fail an IWAE equal to the ELBO.
+    gap = ppca_elbo_gap(mean_shift=0.2, log_var_shift=1.0)
+    assert gap == pytest.approx(1.8174227, abs=1e-6)
+    assert abs(means["elbo"] - (means["log_px"] - gap)) < 0.2
+    assert means["iwae10"] - means["elbo"] > 1.2
+    assert means["iwae1000"] - means["elbo"] > 1.6
     # Per example, IWAE(K=1000) is within 0.5 nats of log p(x) (seen: 0.1).
     assert np.max(np.abs(iwae1000 - log_px)) < 0.5
 
@@ -244,7 +268,9 @@ def test_evaluate_model_on_a_dataset_with_labels(data, tmp_path):
         -results["elbo"] / (16 * math.log(2)), rel=1e-9
     )
     assert results["elbo"] == pytest.approx(-results["reconstruction"] - results["kl"], rel=1e-6)
-    assert abs(results["elbo"] - np.mean(log_px[:50])) < 1.0  # one-sample noise
+    # One draw per example: the ELBO's mean over 50 has SE 0.14 nats (per-draw
+    # sd 0.98, measured over 200 draws), E = log p(x) with the exact posterior.
+    assert abs(results["elbo"] - np.mean(log_px[:50])) < 0.7  # 5 SE
     assert results["active_units"] == 2 and results["latent_dim"] == LATENT
     assert results["kl_per_dim"][2] == pytest.approx(0.0, abs=1e-6)
     assert sum(results["kl_per_dim"]) == pytest.approx(results["kl"], rel=1e-5)
@@ -269,6 +295,29 @@ def test_evaluate_model_on_a_dataset_with_labels(data, tmp_path):
     assert f"{results['iwae_bits_per_dim']:.4f}" in table
 
 
+def test_evaluate_model_iwae_between_the_elbo_and_the_exact_log_px(data):
+    # The results' IWAE bound against the results' ELBO, where they differ:
+    # the perturbed posterior puts the ELBO 1.8174 nats below log p(x)
+    # (`ppca_elbo_gap`) and 50 importance samples close all but ~0.03 of it
+    # (tests/test_iwae.py: L_50 = log p(x) - 0.027, SE 0.005 for 20 batches;
+    # one batch of 64 has sd ~0.02). ELBO with 20 draws: SE 0.43 / sqrt(20)
+    # = 0.095 (per-draw sd 3.2 per example, measured). Expected IWAE - ELBO
+    # = 1.79; an IWAE equal to the ELBO fails the 1.2 margin by > 6 SE.
+    x, log_px = data
+    model = ppca_vae(mean_shift=0.2, log_var_shift=1.0)
+    ds = tf.data.Dataset.from_tensor_slices(x).batch(16)
+    results = evaluation.evaluate_model(
+        model, ds, iwae_samples=50, iwae_chunk=25, elbo_samples=20, progress=False
+    )
+    iwae, elbo, exact = -results["iwae_nll"], results["elbo"], float(np.mean(log_px))
+    print(f"PPCA, evaluate_model: ELBO {elbo:.3f}, IWAE50 {iwae:.3f}, log p(x) {exact:.3f}")
+    gap = ppca_elbo_gap(mean_shift=0.2, log_var_shift=1.0)
+    assert abs(elbo - (exact - gap)) < 0.5  # 5 SE
+    assert iwae - elbo > 1.2
+    # A lower bound: below log p(x) up to its own noise (~0.02), and close.
+    assert exact - 0.15 < iwae < exact + 0.05
+
+
 def test_automatic_iwae_chunk_bounds_the_decoder_output():
     # 2**22 values per decoder call: 64 images of 64x64x1 -> 16 samples per call.
     assert evaluation._auto_chunk(64, (64, 64, 1), 1000) == 16
@@ -286,11 +335,6 @@ def test_evaluate_model_refuses_an_infinite_dataset(data):
         ppca_vae(), ds, iwae_samples=0, max_batches=3, progress=False
     )
     assert results["num_examples"] == 24
-
-
-# -- MIG ----------------------------------------------------------------------
-
-
 
 
 # -- A model that bounds no likelihood ----------------------------------------
@@ -333,3 +377,101 @@ def test_no_bound_model_gets_reconstruction_at_the_mean_and_a_note(data):
     assert results["active_units"] == 2
     np.testing.assert_allclose(results["latent_means"], z.mean(axis=0), atol=1e-5)
     assert "note: " + evaluation.NO_BOUND_NOTE in evaluation.format_table(results)
+
+
+# -- A conditional model: bounds on log p(x|y) -------------------------------
+#
+# Conditional PPCA: x = W z + b + B c(y) + sigma * noise, c(y) the one-hot of
+# y in K classes, so p(x|y) = N(x; b + B c(y), W W^T + sigma^2 I) and the
+# exact posterior q*(z|x, y) is the PPCA one of x - B c(y). As a `CVAE`
+# (encoder [x, c] -> mean, log_var; decoder [z, c] -> x), its IWAE bound is
+# log p(x|y) exactly, and only with each image's own label.
+
+CLASSES = 3
+
+
+def class_offsets(seed=2):
+    """B^T, `(K, D)`: each class shifts the images by a different pattern."""
+    return np.random.default_rng(seed).normal(size=(CLASSES, PIXELS))
+
+
+def conditional_ppca_data(n, seed=3):
+    """`(x, y)`: n images `(n, 4, 4, 1)` and their classes `(n,)`."""
+    w, b = ppca_params()
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, CLASSES, n)
+    z = rng.normal(size=(n, LATENT))
+    x = z @ w.T + b + class_offsets()[y] + SIGMA * rng.normal(size=(n, PIXELS))
+    return x.reshape((n, *IMAGE_SHAPE)).astype("float32"), y
+
+
+def conditional_ppca_log_px(x, y):
+    """Exact log p(x|y), float64, (n,)."""
+    w, b = ppca_params()
+    cov = w @ w.T + SIGMA**2 * np.eye(PIXELS)
+    centred = x.reshape(len(x), -1).astype(np.float64) - class_offsets()[y]
+    return stats.multivariate_normal.logpdf(centred, b, cov)
+
+
+def conditional_ppca_vae():
+    from keras_vae.models import CVAE
+
+    w, b = ppca_params()
+    offsets = class_offsets()  # (K, D)
+    m = np.diag(w.T @ w) + SIGMA**2
+    kernel = w / m  # (D, L)
+    images, condition = keras.Input(IMAGE_SHAPE), keras.Input((CLASSES,))
+    flat = keras.layers.Flatten()(images)
+    from_x = keras.layers.Dense(LATENT)
+    from_c = keras.layers.Dense(LATENT, use_bias=False)
+    log_var = keras.layers.Dense(LATENT)
+    # mean = (x - b - c B^T) W M^-1
+    mean = keras.layers.Add()([from_x(flat), from_c(condition)])
+    encoder = keras.Model([images, condition], [mean, log_var(flat)])
+    from_x.set_weights([kernel, -b @ kernel])
+    from_c.set_weights([-offsets @ kernel])
+    log_var.set_weights([np.zeros((PIXELS, LATENT)), np.log(SIGMA**2 / m)])
+    z, condition = keras.Input((LATENT,)), keras.Input((CLASSES,))
+    linear, shift = keras.layers.Dense(PIXELS), keras.layers.Dense(PIXELS, use_bias=False)
+    out = keras.layers.Reshape(IMAGE_SHAPE)(keras.layers.Add()([linear(z), shift(condition)]))
+    decoder = keras.Model([z, condition], out)
+    linear.set_weights([w.T, b])
+    shift.set_weights([offsets])
+    return CVAE(
+        encoder, decoder, condition_size=CLASSES, likelihood="gaussian", gaussian_sigma=SIGMA,
+        seed=0,
+    )  # fmt: skip
+
+
+def test_conditional_model_bounds_log_p_x_given_y_with_its_labels():
+    x, y = conditional_ppca_data(40)
+    log_px = conditional_ppca_log_px(x, y)
+    model = conditional_ppca_vae()
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)  # 16 + 16 + 8
+    results = evaluation.evaluate_model(model, ds, iwae_samples=5, progress=False)
+    # The exact posterior: L_K = log p(x|y) for any K (float32 rounding only).
+    assert results["iwae_nll"] == pytest.approx(-np.mean(log_px), abs=1e-3)
+    # One draw per example, the exact posterior: SE 0.98 / sqrt(40) = 0.155
+    # nats (per-draw sd as for the PPCA above).
+    assert abs(results["elbo"] - np.mean(log_px)) < 0.8  # 5 SE
+    assert results["conditional"] is True and results["note"] == evaluation.CONDITIONAL_NOTE
+    assert results["active_units"] == 2 and results["num_examples"] == 40
+    # Other labels: a far worse bound (two classes' offsets differ by ~1.4 per
+    # pixel, 7 sigma; seen: NLL 273.6 against -0.64), so the batches' labels
+    # were the ones used.
+    shuffled = tf.data.Dataset.from_tensor_slices((x, (y + 1) % CLASSES)).batch(16)
+    wrong = evaluation.evaluate_model(model, shuffled, iwae_samples=5, progress=False)
+    assert wrong["iwae_nll"] > results["iwae_nll"] + 100
+    # KL per dimension with the labels: the third dimension is collapsed.
+    kl = evaluation.kl_per_dimension(model, ds)
+    assert kl[2] == pytest.approx(0.0, abs=1e-6) and kl.sum() == pytest.approx(results["kl"])
+    # Images without labels: refused, naming what is missing.
+    with pytest.raises(ValueError, match=r"needs \(images, labels\) batches"):
+        evaluation.evaluate_model(model, tf.data.Dataset.from_tensor_slices(x).batch(16))
+    # The table says what is bounded.
+    table = evaluation.format_table({**results, "conditioned_on": "label"})
+    assert "ELBO (<= log p(x|y)) [nats]" in table and "IWAE NLL (-log p(x|y))" in table
+    assert "KL(q(z|x,y) || p(z))" in table and "conditioned on (y)" in table
+    assert "p(x))" not in table and "note: Conditional model" in table
+    unconditional = evaluation.format_table({"elbo": -1.0, "iwae_nll": 2.0})
+    assert "ELBO (<= log p(x)) [nats]" in unconditional and "p(x|y)" not in unconditional

@@ -43,6 +43,21 @@ def _env():
     return env
 
 
+def run_plain_tf(code, *args, cwd):
+    """Runs `code` in a fresh Python without keras_vae on its path (plain
+    TensorFlow, as a server would); returns its last stdout line as JSON."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _run_module(args, cwd):
     env = _env()
     env["PYTHONPATH"] = REPO
@@ -121,23 +136,10 @@ def test_reloads_without_keras_vae_and_matches_the_model(exported, tmp_path):
     images = rng.uniform(size=(6, *IMAGE_SHAPE)).astype("float32")
     z = rng.normal(size=(4, LATENT)).astype("float32")
     np.savez(tmp_path / "inputs.npz", images=images, pixels=pixels, z=z)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            LOADER,
-            export_dir,
-            str(tmp_path / "inputs.npz"),
-            str(tmp_path / "outputs.npz"),
-        ],
+    report = run_plain_tf(
+        LOADER, export_dir, str(tmp_path / "inputs.npz"), str(tmp_path / "outputs.npz"),
         cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
     out = np.load(tmp_path / "outputs.npz")
 
     assert report["keras_vae_imported"] is False

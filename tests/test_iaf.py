@@ -5,14 +5,13 @@ mixed precision."""
 
 import json
 import os
-import subprocess
-import sys
 import types
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from script_helpers import QUICK_EVALUATE, run_script
 from test_training import TINY
 from test_vae import shape_images
 
@@ -266,33 +265,14 @@ def test_keras_round_trip(tmp_path):
     assert np.isfinite(loaded.fit(x, batch_size=8, epochs=1, verbose=0).history["loss"][0])
 
 
-def _run(script, *args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
-    return subprocess.run(
-        [sys.executable, *script, *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-
-
 @pytest.mark.slow
 def test_train_py_evaluate_py_and_export(tmp_path):
     workdir = str(tmp_path / "run")
-    proc = _run([os.path.join(REPO, "train.py")], f"--workdir={workdir}", "--model=iaf", *TINY)
+    proc = run_script("train.py", f"--workdir={workdir}", "--model=iaf", *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    flags = [
-        f"--workdir={workdir}",
-        "--iwae_samples=10",
-        "--max_batches=1",
-        "--mig_points=100",
-        "--nofigures",
-    ]
     # evaluate.py checks model.keras against config.json by the networks'
     # weight count (VAE.network_parameters): the flow's own weights apart.
-    proc = _run([os.path.join(REPO, "evaluate.py")], *flags)
+    proc = run_script("evaluate.py", f"--workdir={workdir}", *QUICK_EVALUATE)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(os.path.join(workdir, "results.json")) as f:
         results = json.load(f)

@@ -1,9 +1,12 @@
-"""Tests for keras_vae.networks: encoder/decoder shapes for every network,
-image shape and likelihood; bounded log-variance; argument errors; precision."""
+"""Tests for keras_vae.networks: for every network, image shape and likelihood,
+shapes, the exact size estimate, which inputs each output depends on (every
+pixel reaches the code, z reaches every pixel, examples never mix); the crop;
+the MLP against NumPy; bounded log-variance; argument errors; precision."""
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_vae import build_decoder, build_encoder, networks
 from keras_vae.likelihoods import LIKELIHOODS
@@ -30,23 +33,55 @@ def dtype_of(x):
     return keras.backend.standardize_dtype(x.dtype)
 
 
+HIDDEN_TYPES = (keras.layers.Dense, keras.layers.Conv2D, keras.layers.Conv2DTranspose)
+
+
+def layer_outputs(*models):
+    """Values the Dense and convolution layers output per example, as
+    `networks.estimate_size` counts activations."""
+    return sum(
+        int(np.prod(layer.output.shape[1:]))
+        for model in models
+        for layer in model.layers
+        if isinstance(layer, HIDDEN_TYPES)
+    )
+
+
 @pytest.mark.parametrize("network", NETWORKS)
 @pytest.mark.parametrize("image_shape", IMAGE_SHAPES)
 def test_encoder_output_shapes(image_shape, network):
+    keras.utils.set_random_seed(0)
     encoder = build_encoder(image_shape, LATENT_DIM, network, **small(network))
     assert encoder.input_shape == (None, *image_shape)
-    images = np.random.default_rng(0).random((BATCH, *image_shape)).astype("float32")
-    mean, log_var = encoder(images)
+    images = tf.constant(np.random.default_rng(0).random((BATCH, *image_shape)), tf.float32)
+    rng = np.random.default_rng(1)
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        mean, log_var = encoder(images)
+        # A random projection of both heads: a zero gradient at a pixel is
+        # then no path from it, not a cancellation.
+        projection = tf.reduce_sum(mean * rng.normal(size=(1, LATENT_DIM))) + tf.reduce_sum(
+            log_var * rng.normal(size=(1, LATENT_DIM))
+        )
     for out in (mean, log_var):
         assert tuple(out.shape) == (BATCH, LATENT_DIM)
         assert dtype_of(out) == "float32"
         assert np.all(np.isfinite(np_(out)))
+    # Every pixel of every channel reaches the code (a dropped border, row or
+    # channel, e.g. from a wrong padding or reshape, would leave zeros here).
+    reach = np.abs(np_(tape.gradient(projection, images))).sum(axis=0)  # (H, W, C)
+    assert np.all(reach > 0), np.argwhere(reach == 0)[:5]
+    # Examples do not mix: the first image alone gives the same code.
+    alone = encoder(images[:1])
+    np.testing.assert_allclose(np_(alone[0]), np_(mean)[:1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np_(alone[1]), np_(log_var)[:1], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("likelihood", LIKELIHOOD_NAMES)
 @pytest.mark.parametrize("network", NETWORKS)
 @pytest.mark.parametrize("image_shape", IMAGE_SHAPES)
 def test_decoder_output_shapes(image_shape, network, likelihood):
+    keras.utils.set_random_seed(0)
     decoder = build_decoder(
         image_shape, LATENT_DIM, network, likelihood=likelihood, **small(network)
     )
@@ -54,10 +89,33 @@ def test_decoder_output_shapes(image_shape, network, likelihood):
     num_params = LIKELIHOODS[likelihood].num_params
     expected = (BATCH, height, width, num_params * channels)
     assert decoder.output_shape == (None, *expected[1:])
-    params = decoder(np.random.default_rng(0).normal(size=(BATCH, LATENT_DIM)).astype("float32"))
-    assert tuple(params.shape) == expected
-    assert dtype_of(params) == "float32"
-    assert np.all(np.isfinite(np_(params)))
+    z = np.random.default_rng(0).normal(size=(BATCH, LATENT_DIM)).astype("float32")
+    out = decoder(z)
+    assert dtype_of(out) == "float32"
+    params = np_(out)
+    assert params.shape == expected
+    assert np.all(np.isfinite(params))
+    # The memory check's arithmetic is this pair's exact size: every weight,
+    # and every Dense / convolution output per example (before the crop).
+    encoder = build_encoder(image_shape, LATENT_DIM, network, **small(network))
+    sizes = networks.estimate_size(
+        image_shape, LATENT_DIM, network, likelihood, small(network)["widths"],
+        small(network).get("dense_units", networks.DEFAULT_DENSE_UNITS),
+    )  # fmt: skip
+    assert sizes == (encoder.count_params() + decoder.count_params(),
+                     layer_outputs(encoder, decoder))  # fmt: skip
+    # Every output the network computes moves with z (a constant border or
+    # channel, e.g. one cropped from the wrong side, would not); a learned
+    # scale's channels do not, by design (one weight per channel or image).
+    moved = sum(
+        np.abs(np_(decoder(z + 0.5 * np.eye(LATENT_DIM, dtype="float32")[d])) - params)
+        for d in range(LATENT_DIM)
+    ).sum(axis=0)  # (H, W, num_params * C)
+    computed = channels if LIKELIHOODS[likelihood].learns_scale else num_params * channels
+    assert np.all(moved[..., :computed] > 0), np.argwhere(moved[..., :computed] == 0)[:5]
+    assert np.all(moved[..., computed:] == 0)
+    # Examples do not mix.
+    np.testing.assert_allclose(np_(decoder(z[:1])), params[:1], rtol=1e-5, atol=1e-6)
 
 
 def test_conv_decoder_crops_when_needed():
@@ -74,6 +132,76 @@ def test_conv_decoder_crops_when_needed():
     assert crops[(28, 28, 1)] == [((2, 2), (2, 2))]
     assert crops[(20, 28, 1)] == [((2, 2), (2, 2))]
     assert crops[(64, 64, 1)] == []
+
+
+@pytest.mark.parametrize(
+    "shape, padded, top_left",
+    [
+        # ceil(H / 8) * 8 with three stride-2 layers; the crop is split with
+        # the odd pixel at the bottom / right: 28 -> 32 (2, 2); 20 -> 24
+        # (2, 2); 27 -> 32 (2, 3); 29 -> 32 (1, 2).
+        ((28, 28, 1), (32, 32, 1), (2, 2)),
+        ((20, 28, 1), (24, 32, 1), (2, 2)),
+        ((27, 29, 2), (32, 32, 2), (2, 1)),
+    ],
+)
+def test_conv_decoder_is_the_padded_decoder_cropped(shape, padded, top_left):
+    # The decoder of a size that needs a crop is the decoder of the padded
+    # size (same weights: the grid before the transposed convolutions is the
+    # same) cut to the image: a crop from the wrong side, a resize or a pad
+    # would give other values at the same shape.
+    kwargs = dict(widths=(4, 8, 8), dense_units=8, likelihood="gaussian_learned")
+    keras.utils.set_random_seed(0)
+    decoder = build_decoder(shape, 2, "conv", **kwargs)
+    full = build_decoder(padded, 2, "conv", **kwargs)
+    full.set_weights(decoder.get_weights())
+    z = np.random.default_rng(0).normal(size=(3, 2)).astype("float32")
+    top, left = top_left
+    expected = np_(full(z))[:, top : top + shape[0], left : left + shape[1]]
+    np.testing.assert_allclose(np_(decoder(z)), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_mlp_networks_against_numpy():
+    # The MLP's forward pass by hand from its own weights (float64): hidden
+    # ReLU layers, linear heads, log_var = SoftClip(raw) = -10 + 20 *
+    # sigmoid(raw / 5), and the decoder's flat output read as (H, W, params)
+    # in channel-last order, then log(sigma) appended. Catches an activation
+    # on a head, a missing one in between, or a transposed reshape.
+    keras.utils.set_random_seed(0)
+    shape, widths = (5, 4, 2), (8, 6)
+    encoder = build_encoder(shape, LATENT_DIM, "mlp", widths=widths)
+    decoder = build_decoder(shape, LATENT_DIM, "mlp", likelihood="gaussian_learned", widths=widths)
+    rng = np.random.default_rng(0)
+    for layer in encoder.layers + decoder.layers:  # non-zero biases too
+        if isinstance(layer, keras.layers.Dense):
+            layer.bias.assign(rng.normal(size=layer.bias.shape).astype("float32"))
+    decoder.get_layer("log_sigma").log_scale.assign([-0.5])
+    x = rng.random((BATCH, *shape))
+    relu = lambda v: np.maximum(v, 0.0)  # noqa: E731
+
+    def dense(layer, h):
+        kernel, bias = (np.asarray(w, np.float64) for w in layer.get_weights())
+        return h @ kernel + bias
+
+    hidden = [layer for layer in encoder.layers if isinstance(layer, keras.layers.Dense)][:2]
+    h = x.reshape(BATCH, -1)
+    for layer in hidden:
+        h = relu(dense(layer, h))
+    mean = dense(encoder.get_layer("mean"), h)
+    log_var = -10.0 + 20.0 / (1.0 + np.exp(-dense(encoder.get_layer("raw_log_var"), h) / 5.0))
+    got_mean, got_log_var = encoder(x.astype("float32"))
+    np.testing.assert_allclose(np_(got_mean), mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np_(got_log_var), log_var, rtol=1e-5, atol=1e-5)
+
+    hidden = [layer for layer in decoder.layers if isinstance(layer, keras.layers.Dense)][:2]
+    h = mean
+    for layer in hidden:
+        h = relu(dense(layer, h))
+    loc = dense(decoder.get_layer("params"), h).reshape(BATCH, *shape)  # (B, H, W, C)
+    # log(sigma) = -6 + softplus(-0.5 + 6), the same at every pixel.
+    log_sigma = np.full_like(loc, -6.0 + np.log1p(np.exp(5.5)))
+    expected = np.concatenate([loc, log_sigma], axis=-1)
+    np.testing.assert_allclose(np_(decoder(mean.astype("float32"))), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_default_conv_widths_golden():
@@ -184,9 +312,6 @@ def test_unknown_likelihood_raises():
 
 # ---------------------------------------------------------------------------
 # Precision
-
-
-HIDDEN_TYPES = (keras.layers.Dense, keras.layers.Conv2D, keras.layers.Conv2DTranspose)
 
 
 @pytest.mark.parametrize("network", NETWORKS)

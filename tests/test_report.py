@@ -102,10 +102,17 @@ def test_results_json(evaluated):
     # nats; 1 nat is ~8 of them.
     assert results["iwae_nll"] <= -results["elbo"] + 1.0
     assert results["iwae_nll"] > 0 and results["elbo"] < 0
-    assert results["active_units"] in (0, 1, 2)
     assert len(results["latent_variances"]) == 2
     assert results["active_units"] == sum(v > 0.01 for v in results["latent_variances"])
-    assert 0.0 <= results["mig"] <= 1.0 and results["mig_points"] == 500
+    # Every disentanglement metric, on 500 points (SAP/DCI test points and
+    # FactorVAE evaluation votes: half), finite; a 3-step model is far from
+    # the ceilings (MIG 0.895, SAP 0.23, DCI 1 on the true factors).
+    metrics = ("mig", "sap", "dci_disentanglement", "dci_completeness", "dci_informativeness",
+               "factor_vae_score")  # fmt: skip
+    for key in metrics:
+        assert np.isfinite(results[key]) and 0.0 <= results[key] <= 1.0, (key, results[key])
+    assert results["mig"] < 0.5 and results["dci_disentanglement"] < 0.9, results
+    assert results["mig_points"] == 500
     # The table on stdout shows the same numbers.
     assert f"{results['elbo']:.3f}" in proc.stdout and "IWAE NLL" in proc.stdout
 

@@ -25,7 +25,7 @@ from keras_vae.config import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVALUATE = os.path.join(REPO, "evaluate.py")
-SMALL = ["--iwae_samples=2", "--max_batches=1", "--mig_points=100"]
+SMALL = ["--iwae_samples=2", "--max_batches=1", "--nodisentanglement"]
 # The shapes preset (64 x 64 x 1, conv, latent_dim 10, bernoulli) with narrow layers.
 CONFIG = config_lib.resolve(
     "shapes", epochs=1, steps_per_epoch=3, batch_size=16, widths=(8, 8, 16, 16), dense_units=32
@@ -36,12 +36,12 @@ READ_ONLY = "Read-only file system" if os.geteuid() == 0 else "Permission denied
 UNWRITABLE = "make it writable (chmod u+w, or remount it read-write)"
 
 
-def _weights(config, image_shape=SHAPE):
+def _weights(config, image_shape=SHAPE, condition_size=0):
     """The weights of `config`'s networks, by `networks.estimate_size` (exact:
     tests/test_faults.py checks it against `count_params()`)."""
     params, _ = networks.estimate_size(
         image_shape, config.latent_dim, config.network, config.likelihood, config.widths,
-        config.dense_units, config.per_channel_scale,
+        config.dense_units, config.per_channel_scale, condition_size,
     )  # fmt: skip
     return params
 
@@ -249,8 +249,11 @@ def _mixed(workdir, differences):
         # No image_size in config.json: the data's shape tells.
         ({}, {}, (32, 32, 1),
          "image shape (32, 32, 1) in the model, (64, 64, 1) from config.json's data"),
+        # A cvae's model.keras in a vae's folder.
+        (dict(model="cvae", condition="shape"), {}, SHAPE,
+         "condition 3 classes in the model, none from config.json's condition"),
     ],
-    ids=["latent_dim+likelihood", "network", "image_size", "data_shape"],
+    ids=["latent_dim+likelihood", "network", "image_size", "data_shape", "condition"],
 )  # fmt: skip
 def test_model_of_another_run_is_refused(
     tmp_path, model_changes, config_changes, image_shape, differences
@@ -327,6 +330,33 @@ def test_model_differences(tmp_path):
     assert runs.model_differences(shared, model) == [
         ("weights", _weights(learned, rgb), _weights(shared, rgb))
     ]
+
+
+def test_model_differences_of_conditional_runs(tmp_path):
+    """A cvae's condition, against config.json's: its size and kind; its
+    networks' extra inputs are counted in the weights (`estimate_size`)."""
+    cvae = CONFIG.replace(model="cvae", condition="shape")  # 3 classes
+    scale = cvae.replace(condition="scale")  # 6 classes
+    cases = {
+        "same": (cvae, cvae, []),
+        "vae_config": (cvae, CONFIG, [("condition", (3, False), None)]),
+        "cvae_config": (CONFIG, cvae, [("condition", None, (3, False))]),
+        "other_condition": (cvae, scale, [("condition", (3, False), (6, False))]),
+    }
+    for name, (model_config, config, expected) in cases.items():
+        workdir, _ = make_run(tmp_path / name, config=config, model_config=model_config)
+        model = runs.load_model(os.path.join(workdir, "model.keras"))
+        assert runs.model_differences(config, model) == expected, name
+    # The condition's inputs are weights of both networks: 3 more inputs to the
+    # encoder's dense layer (32 units) and to the decoder's first layers.
+    weights = runs.network_weights(model)  # the last: a 3-class cvae
+    assert weights == _weights(cvae, condition_size=3) > _weights(cvae) + 3 * 32
+    assert runs.describe_difference("condition", (3, False), None) == (
+        "condition 3 classes in the model, none from config.json's condition"
+    )
+    assert runs.describe_difference("condition", None, (40, True)) == (
+        "condition none in the model, 40 attributes (multi-hot) from config.json's condition"
+    )
 
 
 def test_describe_difference():

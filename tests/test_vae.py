@@ -190,6 +190,13 @@ def test_free_bits_objective():
     plain_loss, _ = plain.objective(terms, 0.8)
     np.testing.assert_allclose(np_(plain_loss), reconstruction + 0.8 * batch_kl.sum(), rtol=1e-5)
     assert abs(float(np_(plain_loss)) - float(np_(loss))) > 0.1
+    # Given the global batch's mean (train_step all-reduces it across replicas;
+    # here that of another batch, 0.4 nats higher per dimension) the clamp acts
+    # on it, not on this batch's: sum_d max(0.3, batch_kl_d + 0.4).
+    global_mean = (batch_kl + 0.4).astype("float32")
+    loss, _ = vae.objective({**terms, "kl_batch_mean": global_mean}, 0.8)
+    expected = reconstruction + 0.8 * np.maximum(0.3, batch_kl + 0.4).sum()
+    np.testing.assert_allclose(np_(loss), expected, rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------

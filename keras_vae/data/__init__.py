@@ -9,7 +9,7 @@ disentanglement metrics.
 """
 
 from keras_vae.data import shapes
-from keras_vae.data.loading import DATASETS, SPLITS, load, load_for_config
+from keras_vae.data.loading import DATASETS, SPLITS, condition_labels, load, load_for_config
 from keras_vae.data.pipeline import DatasetInfo, DatasetNotFoundError
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "SPLITS",
     "DatasetInfo",
     "DatasetNotFoundError",
+    "condition_labels",
     "load",
     "load_for_config",
     "shapes",

@@ -141,13 +141,46 @@ def load(
     return ds, source.info
 
 
-def load_for_config(config, split, *, shuffle, repeat, drop_remainder=False, with_labels=False):
+def condition_labels(labels, condition):
+    """A cvae's labels from a batch's labels dict (`with_labels=True`).
+
+    Args:
+        labels: dict of int64 `(B,)` tensors named by `DatasetInfo.label_names`.
+        condition: `Config.condition`: a label name (class ids), or
+            `"attributes"` for all of CelebA's attributes at once.
+
+    Returns:
+        int64 `(B,)` class ids, or for `"attributes"` `(B, 40)` 0/1 vectors in
+        the sorted order of the names (`keras_vae.config.CELEBA_ATTRIBUTES`).
+    """
+    if condition == "attributes":
+        return tf.stack([labels[name] for name in sorted(labels)], axis=-1)
+    if condition not in labels:
+        raise UsageError(
+            f"The data has no label {condition!r} to condition on (its labels: "
+            f"{', '.join(sorted(labels)) or 'none'})."
+        )
+    return labels[condition]
+
+
+def load_for_config(
+    config,
+    split,
+    *,
+    shuffle,
+    repeat,
+    drop_remainder=False,
+    with_labels=False,
+    with_condition=False,
+):
     """`load` with the data settings of a `keras_vae.config.Config`.
 
     The one place where a run's config becomes a pipeline: training,
-    evaluation and figures all read a run's data through it.
+    evaluation and figures all read a run's data through it. With
+    `with_condition`, batches are `(images, labels)` with the labels a cvae
+    is conditioned on (`config.condition`, see `condition_labels`).
     """
-    return load(
+    ds, info = load(
         config.dataset,
         split,
         batch_size=config.batch_size,
@@ -158,7 +191,14 @@ def load_for_config(config, split, *, shuffle, repeat, drop_remainder=False, wit
         data_dir=config.data_dir,
         download=config.download,
         strict=config.strict_data,
-        with_labels=with_labels,
+        with_labels=with_labels or with_condition,
         repeat=repeat,
         drop_remainder=drop_remainder,
     )
+    if with_condition and not with_labels:
+        ds = ds.map(
+            lambda images, labels: (images, condition_labels(labels, config.condition)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    return ds, info

@@ -15,6 +15,7 @@ import keras
 
 from keras_vae.models.ae import AE
 from keras_vae.models.beta_tcvae import BetaTCVAE
+from keras_vae.models.cvae import CVAE
 from keras_vae.models.iaf import IAF
 from keras_vae.models.iwae import IWAE
 from keras_vae.models.schedules import beta_at
@@ -27,6 +28,7 @@ MODELS = {
     "beta_tcvae": BetaTCVAE,
     "iwae": IWAE,
     "iaf": IAF,
+    "cvae": CVAE,
 }
 
 
@@ -57,4 +59,4 @@ def register(name, cls):
     return cls
 
 
-__all__ = ["AE", "IAF", "IWAE", "MODELS", "VAE", "BetaTCVAE", "beta_at", "get", "register"]
+__all__ = ["AE", "CVAE", "IAF", "IWAE", "MODELS", "VAE", "BetaTCVAE", "beta_at", "get", "register"]

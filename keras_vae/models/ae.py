@@ -113,13 +113,14 @@ class AE(VAE):
 
     # -- maths --------------------------------------------------------------
 
-    def compute_terms(self, x, training=False, eps=None):
+    def compute_terms(self, x, training=False, eps=None, labels=None):
         """Runs the encoder and the decoder on z = mean (no sampling).
 
         Args:
             x: `(batch, H, W, C)` images.
             training: passed to the sub-models.
             eps: ignored (accepted for the `VAE` signature): there is no noise.
+            labels: a conditional model's labels; else None.
 
         Returns:
             dict with `log_px (batch,)`, `mean`, `log_var`, `z` (= `mean`)
@@ -127,8 +128,8 @@ class AE(VAE):
             `kl_per_dim`: there is no KL.
         """
         x = self._as_images(x)
-        mean, log_var = self.encoder(x, training=training)
-        params = self.decoder(mean, training=training)
+        mean, log_var = self._encoder_outputs(x, labels, training)
+        params = self._decoder_outputs(mean, labels, training)
         return {
             "log_px": self.likelihood_fn.log_prob(x, params),
             "mean": mean,
@@ -156,26 +157,26 @@ class AE(VAE):
         return {m.name: m.result() for m in self.metrics}
 
     def call(self, inputs, training=None):
-        mean, _ = self.encoder(self._as_images(inputs), training=training)
-        return self.likelihood_fn.mean(self.decoder(mean, training=training))
+        mean, _ = self._encoder_outputs(self._as_images(inputs), training=training)
+        return self.likelihood_fn.mean(self._decoder_outputs(mean, training=training))
 
     # -- inference API ------------------------------------------------------
 
-    def reconstruct(self, images, sample_latent=False):
+    def reconstruct(self, images, sample_latent=False, labels=None):
         """decode(mean(x)); `sample_latent=True` raises (there is no posterior)."""
         if sample_latent:
             raise ValueError(
                 "Expected sample_latent=False: the autoencoder's code is a point, there is "
                 "no posterior q(z|x) to sample. Received: sample_latent=True"
             )
-        mean, _ = self.encode(images)
-        return self.decode(mean)
+        mean, _ = self.encode(images, labels)
+        return self.decode(mean, labels)
 
-    def elbo(self, images, num_samples=1):
+    def elbo(self, images, num_samples=1, labels=None):
         """Raises `NotImplementedError`: an autoencoder has no ELBO."""
         raise NotImplementedError(_NO_DENSITY.format(cls=type(self).__name__, method="elbo"))
 
-    def log_weights(self, images, k, seed=None, eps=None):
+    def log_weights(self, images, k, seed=None, eps=None, labels=None):
         """Raises `NotImplementedError`: an autoencoder has no importance weights."""
         raise NotImplementedError(
             _NO_DENSITY.format(cls=type(self).__name__, method="log_weights")

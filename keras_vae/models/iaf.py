@@ -234,7 +234,7 @@ class IAF(VAE):
             return ops.zeros(shape, self._flow_dtype)
         return keras.random.normal(shape, dtype=self._flow_dtype, seed=self.sampling.seed_generator)
 
-    def compute_terms(self, x, training=False, eps=None):
+    def compute_terms(self, x, training=False, eps=None, labels=None):
         """Encoder, flow on z_0 = mean + exp(log_var / 2) * eps, decoder on z_T.
 
         Args:
@@ -243,6 +243,7 @@ class IAF(VAE):
             eps: optional `(batch, latent_dim)` standard-normal noise;
                 otherwise drawn from the `Sampling` layer's seed generator
                 (zeros, i.e. the central code, when it is deterministic).
+            labels: a conditional model's labels; else None.
 
         Returns:
             dict with `log_px (batch,)`, `kl_per_dim` (the one-sample estimate
@@ -250,11 +251,11 @@ class IAF(VAE):
             Gaussian's) `(batch, latent_dim)`, `log_qz (batch,)` and `params`.
         """
         x = self._as_images(x)
-        mean, log_var = self.encoder(x, training=training)
+        mean, log_var = self._encoder_outputs(x, labels, training)
         if eps is None:
             eps = self._draw_eps((ops.shape(mean)[0], self.latent_dim))
         z, log_q = self.posterior(mean, log_var, eps)
-        params = self.decoder(z, training=training)
+        params = self._decoder_outputs(z, labels, training)
         log_pz = -0.5 * (likelihoods_lib.LOG_2PI + ops.square(z))
         return {
             "log_px": self.likelihood_fn.log_prob(x, params),
@@ -266,12 +267,12 @@ class IAF(VAE):
             "params": params,
         }
 
-    def log_weights(self, images, k, seed=None, eps=None):
+    def log_weights(self, images, k, seed=None, eps=None, labels=None):
         """Log importance weights `(batch, k)`: log p(x|z_T) + log N(z_T; 0, I)
         - log q(z_T|x), the k codes decoded in one decoder call (arguments as
         for `VAE.log_weights`)."""
         x = self._as_images(images)
-        mean, log_var = self.encoder(x, training=False)
+        mean, log_var = self._encoder_outputs(x, labels)
         batch, latent_dim = ops.shape(mean)[0], self.latent_dim
         if eps is None:
             seed = self.sampling.seed_generator if seed is None else seed
@@ -282,7 +283,7 @@ class IAF(VAE):
             ops.tile(ops.expand_dims(x, 0), (k, 1) + (1,) * len(image_shape)),
             (k * batch,) + image_shape,
         )  # (K*B, H, W, C), sample-major as in `VAE.log_weights`
-        params = self.decoder(ops.reshape(z, (k * batch, latent_dim)), training=False)
+        params = self._decoder_outputs(ops.reshape(z, (k * batch, latent_dim)), labels)
         log_px = ops.reshape(
             ops.cast(self.likelihood_fn.log_prob(x_flat, params), "float32"), (k, batch)
         )
@@ -292,8 +293,8 @@ class IAF(VAE):
 
     # -- inference API ------------------------------------------------------
 
-    def _code(self, x, training, sample):
-        mean, log_var = self.encoder(self._as_images(x), training=training)
+    def _code(self, x, training, sample, labels=None):
+        mean, log_var = self._encoder_outputs(self._as_images(x), labels, training)
         shape = ops.shape(mean)
         if sample:
             eps = keras.random.normal(shape, seed=self.sampling.seed_generator)
@@ -301,19 +302,19 @@ class IAF(VAE):
             eps = ops.zeros(shape)
         return self.posterior(mean, log_var, eps)[0], log_var
 
-    def encode(self, images):
+    def encode(self, images, labels=None):
         """`(code, log_var)`, each `(batch, latent_dim)`: code = the posterior's
         central code, z_T of the flow at eps = 0 (z_0 = the encoder's mean), in
         the flow's dtype; log_var = the base Gaussian's log-variance."""
-        return self._code(images, False, False)
+        return self._code(images, False, False, labels)
 
     def call(self, inputs, training=None):
         z, _ = self._code(inputs, training, bool(training))
-        return self.likelihood_fn.mean(self.decoder(z, training=training))
+        return self.likelihood_fn.mean(self._decoder_outputs(z, training=training))
 
-    def reconstruct(self, images, sample_latent=False):
+    def reconstruct(self, images, sample_latent=False, labels=None):
         """Decoded central code (or, with `sample_latent`, a posterior sample z_T)."""
-        return self.decode(self._code(images, False, sample_latent)[0])
+        return self.decode(self._code(images, False, sample_latent, labels)[0], labels)
 
     # -- serialization ------------------------------------------------------
 

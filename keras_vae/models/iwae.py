@@ -104,7 +104,7 @@ class IWAE(VAE):
 
     # -- maths --------------------------------------------------------------
 
-    def compute_terms(self, x, training=False, eps=None):
+    def compute_terms(self, x, training=False, eps=None, labels=None):
         """Encodes once, draws K codes per image, decodes them in one call.
 
         Args:
@@ -115,6 +115,7 @@ class IWAE(VAE):
                 `(batch, latent_dim)` as for `VAE.compute_terms` (K = 1);
                 otherwise `k` draws from the `Sampling` layer's seed
                 generator (zeros, i.e. z = mean, when it is deterministic).
+            labels: a conditional model's labels; else None.
 
         Returns:
             dict with `log_w (batch, K)` (float32, or float64 under a float64
@@ -125,7 +126,7 @@ class IWAE(VAE):
         # `VAE.log_weights`' maths, passing `training` on and keeping the first
         # code's terms; tests/test_iwae.py pins the two to the same numbers.
         x = self._as_images(x)
-        mean, log_var = self.encoder(x, training=training)
+        mean, log_var = self._encoder_outputs(x, labels, training)
         # The bound in float32 whatever the policy (float64 stays float64):
         # logsumexp of 16-bit log-weights of a few hundred nats is too coarse.
         dtype = "float64" if keras.backend.standardize_dtype(mean.dtype) == "float64" else "float32"
@@ -143,7 +144,9 @@ class IWAE(VAE):
                 eps = ops.expand_dims(eps, 0)
         k = eps.shape[0]
         # `VAE._importance_terms`: one decoder call on K * B codes, sample-major.
-        log_w, log_px, z, params = self._importance_terms(x, mean, log_var, eps, training)
+        log_w, log_px, z, params = self._importance_terms(
+            x, mean, log_var, eps, training, labels=labels
+        )
         params = ops.reshape(params, (k, batch) + tuple(params.shape[1:]))
         return {
             "log_w": ops.transpose(log_w),  # (B, K)

@@ -19,6 +19,10 @@ def beta_at(step, beta, schedule="constant", warmup_steps=0, cycle_steps=0, cycl
     - `cyclical` (Fu et al. 2019): in each cycle of `cycle_steps`, rises
       linearly from 0 to beta over the first `cycle_ratio` of the cycle, then
       stays at beta: beta * min(1, (step mod cycle_steps) / (cycle_ratio * cycle_steps)).
+      For M cycles over T steps, `cycle_steps` = ceil(T / M), as in the
+      paper (`training.plan.build_model`): floor(T / M) would start an
+      (M+1)-th cycle, at beta ~ 0, near the end of training whenever M does
+      not divide T; with ceil the M-th cycle is the last, cut short.
 
     Args:
         step: scalar tensor or int, 0 for the first training step.

@@ -13,17 +13,18 @@ optionally, free bits per latent dimension (Kingma et al. 2016).
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import ops
 
 from keras_vae import likelihoods as likelihoods_lib
 from keras_vae.layers import Sampling
+from keras_vae.models.loss_scaling import LossScaling
+from keras_vae.models.run_state import RunState
 from keras_vae.models.schedules import BETA_SCHEDULES, LastValue, beta_at
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
-class VAE(keras.Model):
+class VAE(RunState, LossScaling, keras.Model):
     """Variational Autoencoder with a beta-weighted, annealed, free-bits KL term.
 
     Args:
@@ -40,7 +41,8 @@ class VAE(keras.Model):
         cycle_ratio: fraction of a cycle spent rising, in (0, 1].
         free_bits: nats per latent dimension below which the KL is not
             penalised (0 disables); applied to the batch-averaged KL of each
-            dimension, as in Kingma et al. 2016.
+            dimension, as in Kingma et al. 2016 (the global batch's average
+            under tf.distribute, so N replicas clamp what one device would).
         gaussian_sigma: the fixed standard deviation of the `gaussian`
             likelihood, in [0, 1] pixel units.
         seed: int or None; seeds the posterior sampling and prior sampling.
@@ -63,6 +65,9 @@ class VAE(keras.Model):
     # `elbo` and `log_weights` bound log p(x): evaluation reports ELBO, IWAE and
     # bits/dim only then (the deterministic autoencoder sets it False).
     bounds_likelihood = True
+    # A conditional model (`CVAE`) takes `labels` with its images and codes;
+    # callers pass `labels=` to the public methods only when this is True.
+    conditional = False
 
     def __init__(
         self,
@@ -114,11 +119,12 @@ class VAE(keras.Model):
         self.gaussian_sigma = float(gaussian_sigma)
         self.seed = seed
         self.likelihood_fn = likelihoods_lib.get(likelihood, sigma=self.gaussian_sigma)
-        expected = self.likelihood_fn.num_params * encoder.input_shape[-1]
+        channels = self.image_shape[-1]
+        expected = self.likelihood_fn.num_params * channels
         if decoder.output_shape[-1] != expected:
             raise ValueError(
                 f"Expected a decoder with {expected} output channels for likelihood "
-                f"{likelihood!r} and {encoder.input_shape[-1]} image channels. Received: "
+                f"{likelihood!r} and {channels} image channels. Received: "
                 f"decoder output shape {decoder.output_shape}; build it with "
                 f"build_decoder(..., likelihood={likelihood!r})."
             )
@@ -170,7 +176,7 @@ class VAE(keras.Model):
 
     @property
     def image_shape(self):
-        return tuple(self.encoder.input_shape[1:])
+        return tuple(self.encoder.inputs[0].shape[1:])
 
     @property
     def network_parameters(self):
@@ -211,7 +217,22 @@ class VAE(keras.Model):
             self.cycle_ratio,
         )
 
-    def compute_terms(self, x, training=False, eps=None):
+    def _encoder_outputs(self, x, labels=None, training=False):
+        """`[mean, log_var]` of q(z|x): the one place images enter the encoder
+        (a conditional model adds its labels here)."""
+        return self.encoder(x, training=training)
+
+    def _decoder_outputs(self, z, labels=None, training=False):
+        """The likelihood's parameters for codes `z` `(n, latent_dim)`: the one
+        place codes enter the decoder (a conditional model adds its labels)."""
+        return self.decoder(z, training=training)
+
+    def _batch_terms(self, x, y, training):
+        """`compute_terms` of a batch `(x, y)` as `fit` hands it over; `y`
+        (labels) is used by conditional models only."""
+        return self.compute_terms(x, training=training)
+
+    def compute_terms(self, x, training=False, eps=None, labels=None):
         """Runs encoder, reparameterized sampling and decoder on a batch.
 
         Args:
@@ -220,18 +241,19 @@ class VAE(keras.Model):
             eps: optional `(batch, latent_dim)` standard-normal noise; given,
                 z = mean + exp(0.5 * log_var) * eps (for gradient checks and
                 common random numbers); otherwise the `Sampling` layer draws it.
+            labels: a conditional model's labels (`conditional`); else None.
 
         Returns:
             dict with `log_px (batch,)`, `kl_per_dim (batch, latent_dim)`,
             `mean`, `log_var`, `z` `(batch, latent_dim)`, `params` (decoder output).
         """
         x = self._as_images(x)
-        mean, log_var = self.encoder(x, training=training)
+        mean, log_var = self._encoder_outputs(x, labels, training)
         if eps is None:
             z = self.sampling([mean, log_var])
         else:
             z = mean + ops.exp(0.5 * log_var) * ops.cast(eps, mean.dtype)
-        params = self.decoder(z, training=training)
+        params = self._decoder_outputs(z, labels, training)
         return {
             "log_px": self.likelihood_fn.log_prob(x, params),
             "kl_per_dim": likelihoods_lib.gaussian_kl_per_dim(mean, log_var),
@@ -249,7 +271,9 @@ class VAE(keras.Model):
         Returns:
             `(loss, logs)`: scalar loss = mean(-log p(x|z)) + beta * KL term,
             where the KL term is the mean KL, or with free bits
-            sum_d max(free_bits, mean_batch KL_d); `logs` holds the scalars
+            sum_d max(free_bits, mean_batch KL_d), the batch mean taken from
+            `terms["kl_batch_mean"]` `(latent_dim,)` when given (the global
+            batch's, see `train_step`); `logs` holds the scalars
             `reconstruction` (mean -log p(x|z)), `kl` (mean KL, no free bits)
             and `elbo` (mean of log p(x|z) - KL).
         """
@@ -257,7 +281,10 @@ class VAE(keras.Model):
         kl_per_example = ops.sum(terms["kl_per_dim"], axis=-1)
         kl = ops.mean(kl_per_example)
         if self.free_bits > 0:
-            kl_term = ops.sum(ops.maximum(self.free_bits, ops.mean(terms["kl_per_dim"], axis=0)))
+            kl_mean = terms.get("kl_batch_mean")
+            if kl_mean is None:
+                kl_mean = ops.mean(terms["kl_per_dim"], axis=0)
+            kl_term = ops.sum(ops.maximum(self.free_bits, kl_mean))
         else:
             kl_term = kl
         # beta is a float32 tensor in train_step; match a float64 model's KL.
@@ -290,34 +317,24 @@ class VAE(keras.Model):
 
     # -- Keras training hooks ----------------------------------------------
 
-    def compile(self, optimizer="adam", **kwargs):
-        """`keras.Model.compile`, with the optimizer in a `LossScaleOptimizer`.
-
-        The wrapper skips any update whose gradients are not finite, which
-        guards float32 runs too (scale 1, never grown: exact). Under
-        `mixed_float16` it starts at 2**8 instead of Keras' 2**15, which
-        skipped the first ~5 steps of every run (float16 overflow).
-        """
-        optimizer = keras.optimizers.get(optimizer)
-        if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-            if self.dtype_policy.name == "mixed_float16":
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=2.0**8)
-            else:
-                optimizer = keras.optimizers.LossScaleOptimizer(
-                    optimizer, initial_scale=1.0, dynamic_growth_steps=2**62
-                )
-        super().compile(optimizer=optimizer, **kwargs)
-
-    def compile_from_config(self, config):
-        # Keras skips a custom `compile` on load without this (the saved
-        # optimizer is already the LossScaleOptimizer).
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
-        if self.built and not self.optimizer.built:  # LossScaleOptimizer.build: not idempotent
-            self.optimizer.build(self.trainable_variables)
+    def _global_batch_terms(self, terms):
+        """`terms` plus, with free bits, `kl_batch_mean` `(latent_dim,)`: the
+        mean KL per dimension over the global batch, whose replicas' sums are
+        all-reduced, so the clamp sees on N replicas what it sees on one (a
+        clamp of each replica's own mean gave another update). The
+        all-reduce's gradient is an all-reduce too: each replica's examples
+        get the gradient the global mean gives them."""
+        context = tf.distribute.get_replica_context()
+        if self.free_bits <= 0 or context is None:  # None: cross-replica context
+            return terms
+        kl = terms["kl_per_dim"]  # (B, D), float32 (or a float64 model's)
+        total, count = context.all_reduce(
+            "sum", (tf.reduce_sum(kl, axis=0), tf.cast(tf.shape(kl)[0], kl.dtype))
+        )
+        return {**terms, "kl_batch_mean": total / count}
 
     def train_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         x = self._as_images(x)
         beta = self.current_beta()
         # The optimizer sums the replicas' gradients: dividing each replica's
@@ -325,7 +342,7 @@ class VAE(keras.Model):
         # same update on 1 or N replicas (DESIGN.md, "Distribution").
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
-            terms = self.compute_terms(x, training=True)
+            terms = self._global_batch_terms(self._batch_terms(x, y, training=True))
             loss, logs = self.objective(terms, beta)
             # Scale for the LossScaleOptimizer (see `compile`); `apply`
             # unscales and skips a step whose gradients are not finite.
@@ -343,31 +360,35 @@ class VAE(keras.Model):
         return self._update_trackers(x, loss, logs, beta, finite)
 
     def test_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         x = self._as_images(x)
         beta = self.current_beta()
-        terms = self.compute_terms(x, training=False)
+        terms = self._global_batch_terms(self._batch_terms(x, y, training=False))
         loss, logs = self.objective(terms, beta)
         return self._update_trackers(x, loss, logs, beta)
 
     def call(self, inputs, training=None):
-        mean, log_var = self.encoder(self._as_images(inputs), training=training)
+        mean, log_var = self._encoder_outputs(self._as_images(inputs), training=training)
         z = self.sampling([mean, log_var], deterministic=not training)
-        return self.likelihood_fn.mean(self.decoder(z, training=training))
+        return self.likelihood_fn.mean(self._decoder_outputs(z, training=training))
 
     def build(self, input_shape=None):
         # Encoder and decoder are functional models, built on construction.
         self.built = True
 
-    def encode(self, images):
+    # The public methods below take `labels` for a conditional model
+    # (`conditional`, e.g. `CVAE`: class ids `(batch,)` or attribute vectors
+    # `(batch, K)`); an unconditional model ignores them.
+
+    def encode(self, images, labels=None):
         """q(z|x) parameters: `(mean, log_var)`, each `(batch, latent_dim)`."""
-        return self.encoder(self._as_images(images), training=False)
+        return self._encoder_outputs(self._as_images(images), labels)
 
-    def decode(self, z):
+    def decode(self, z, labels=None):
         """The mean of p(x|z) as images `(batch, H, W, C)` in [0, 1]."""
-        return self.likelihood_fn.mean(self.decoder(z, training=False))
+        return self.likelihood_fn.mean(self._decoder_outputs(z, labels))
 
-    def sample(self, n, temperature=1.0, seed=None):
+    def sample(self, n, temperature=1.0, seed=None, labels=None):
         """`n` images decoded from z ~ N(0, temperature^2 I).
 
         Args:
@@ -376,26 +397,27 @@ class VAE(keras.Model):
                 quality).
             seed: int for a reproducible draw; None uses the model's own
                 prior seed generator (different at each call).
+            labels: a conditional model's labels for the `n` samples.
         """
         seed = self.prior_seed_generator if seed is None else seed
         z = keras.random.normal((n, self.latent_dim), seed=seed) * temperature
-        return self.decode(z)
+        return self.decode(z, labels)
 
-    def reconstruct(self, images, sample_latent=False):
+    def reconstruct(self, images, sample_latent=False, labels=None):
         """Decoded posterior mean (or, with `sample_latent`, a posterior sample)."""
-        mean, log_var = self.encode(images)
+        mean, log_var = self.encode(images, labels)
         z = self.sampling([mean, log_var], deterministic=not sample_latent)
-        return self.decode(z)
+        return self.decode(z, labels)
 
-    def elbo(self, images, num_samples=1):
+    def elbo(self, images, num_samples=1, labels=None):
         """Per-example ELBO in nats, `(batch,)`, averaged over `num_samples` draws of z."""
         total = 0.0
         for _ in range(num_samples):
-            terms = self.compute_terms(images, training=False)
+            terms = self.compute_terms(images, training=False, labels=labels)
             total = total + terms["log_px"] - ops.sum(terms["kl_per_dim"], axis=-1)
         return total / num_samples
 
-    def log_weights(self, images, k, seed=None, eps=None):
+    def log_weights(self, images, k, seed=None, eps=None, labels=None):
         """Log importance weights, `(batch, k)`: log p(x, z_k) - log q(z_k|x).
 
         log w_k = log p(x|z_k) + log N(z_k; 0, I) - log q(z_k|x), z_k ~ q(z|x)
@@ -409,19 +431,21 @@ class VAE(keras.Model):
                 `keras.random.SeedGenerator`.
             eps: optional `(k, batch, latent_dim)` standard-normal noise to
                 use instead of drawing it (common random numbers, tests).
+            labels: a conditional model's labels.
 
         Returns:
             `(batch, k)` float32 log-weights in nats.
         """
         x = self._as_images(images)
-        mean, log_var = (ops.cast(t, "float32") for t in self.encode(x))  # (B, D)
+        mean, log_var = (ops.cast(t, "float32") for t in self.encode(x, labels))  # (B, D)
         if eps is None:
             seed = self.sampling.seed_generator if seed is None else seed
             eps = keras.random.normal((k,) + tuple(ops.shape(mean)), seed=seed)  # (K, B, D)
-        log_w, *_ = self._importance_terms(x, mean, log_var, ops.cast(eps, "float32"))
+        eps = ops.cast(eps, "float32")
+        log_w, *_ = self._importance_terms(x, mean, log_var, eps, labels=labels)
         return ops.transpose(log_w)  # (B, K)
 
-    def _importance_terms(self, x, mean, log_var, eps, training=False):
+    def _importance_terms(self, x, mean, log_var, eps, training=False, labels=None):
         """`(log_w, log_px, z, params)` of z_k = mean + exp(log_var / 2) * eps_k.
 
         `eps` `(K, B, D)`; one decoder call on K * B codes, sample-major (row
@@ -436,7 +460,9 @@ class VAE(keras.Model):
             ops.tile(ops.expand_dims(x, 0), (k, 1) + (1,) * len(image_shape)),
             (k * batch,) + image_shape,
         )  # (K*B, H, W, C)
-        params = self.decoder(ops.reshape(z, (k * batch, latent_dim)), training=training)
+        params = self._decoder_outputs(
+            ops.reshape(z, (k * batch, latent_dim)), labels, training
+        )  # labels (B, ...) serve each block of B codes
         log_px = ops.reshape(
             ops.cast(self.likelihood_fn.log_prob(x_flat, params), mean.dtype), (k, batch)
         )
@@ -445,35 +471,6 @@ class VAE(keras.Model):
             likelihoods_lib.LOG_2PI + ops.expand_dims(log_var, 0) + ops.square(eps), axis=-1
         )
         return log_px + log_pz - log_qz, log_px, z, params
-
-    def nonfinite_variables(self):
-        """Names of the model's and its optimizer's variables holding a NaN or Inf.
-
-        Empty for a healthy model. Nothing that holds a non-finite value is
-        ever saved (training checks before every save, export before export).
-        """
-        variables = list(self.variables)
-        optimizer = getattr(self, "optimizer", None)  # unset before `compile`
-        if optimizer is not None and optimizer.built:
-            variables += list(optimizer.variables)
-        bad = []
-        for variable in variables:
-            value = ops.convert_to_numpy(variable.value)
-            if value.dtype.kind in "fc" and not np.isfinite(value).all():
-                bad.append(variable.path)
-        return bad
-
-    def rng_state(self):
-        """The seed generators' states (not in `save_weights`; the backup keeps them)."""
-        return {
-            "sampling": ops.convert_to_numpy(self.sampling.seed_generator.state).tolist(),
-            "prior": ops.convert_to_numpy(self.prior_seed_generator.state).tolist(),
-        }
-
-    def set_rng_state(self, state):
-        """Restores what `rng_state` returned."""
-        self.sampling.seed_generator.state.assign(state["sampling"])
-        self.prior_seed_generator.state.assign(state["prior"])
 
     def get_config(self):
         return {

@@ -24,7 +24,8 @@ import os
 
 from absl import logging
 
-from keras_vae import disentanglement, evaluation, runs
+from keras_vae import disentanglement as disentanglement_lib
+from keras_vae import evaluation, runs
 from keras_vae.report.compare import COMPARE_COLUMNS_TABLE, compare_runs, format_compare_table
 from keras_vae.report.run_figures import (
     GRID_FILES,
@@ -53,8 +54,9 @@ def evaluate_workdir(
     *,
     iwae_samples=1000,
     max_batches=None,
-    mig=True,
-    mig_points=10_000,
+    disentanglement=True,
+    disentanglement_points=disentanglement_lib.REFERENCE_POINTS,
+    factor_vae_votes=None,
     seed=None,
     figures=True,
     attribute=None,
@@ -72,7 +74,8 @@ def evaluate_workdir(
 
     Args:
         workdir: a run folder written by train.py.
-        iwae_samples, max_batches, mig, mig_points, seed: as `evaluate_run`.
+        iwae_samples, max_batches, disentanglement, disentanglement_points,
+            factor_vae_votes, seed: as `evaluate_run`.
         figures: also write the figures (`write_run_figures`).
         attribute: `parse_attribute`'s spec, e.g. "Smiling" or "label:3".
         neighbourhood_of, num_directions, figure_examples: as `write_run_figures`.
@@ -93,7 +96,8 @@ def evaluate_workdir(
     out_dir = os.path.join(workdir, runs.FIGURES_DIR)
     if figures:
         runs.check_writable(out_dir)
-    test_ds, info = runs.load_split(config, "test")
+    # A conditional model's batches carry the labels it is conditioned on.
+    test_ds, info = runs.load_split(config, "test", with_condition=model.conditional)
     runs.check_image_shape(workdir, model, info.image_shape)
     if figures:  # bad figure options fail now, not after a long evaluation
         attribute = parse_attribute(attribute, info.label_names)
@@ -105,13 +109,16 @@ def evaluate_workdir(
         test_ds,
         iwae_samples=iwae_samples,
         max_batches=max_batches,
-        mig=mig,
-        mig_points=mig_points,
+        disentanglement=disentanglement,
+        disentanglement_points=disentanglement_points,
+        factor_vae_votes=factor_vae_votes,
         seed=seed,
     )
     results_file = os.path.join(workdir, runs.RESULTS_FILE)
     evaluation.write_results(results_file, results)
-    echo(evaluation.format_table(results))
+    echo(evaluation.format_table(results, disentanglement_lib.TABLE_ROWS))
+    if results.get("disentanglement_note"):
+        echo(f"note: {results['disentanglement_note']}")
     echo(f"Results written to {results_file}")
     paths = []
     if figures:
@@ -139,28 +146,51 @@ def evaluate_run(
     *,
     iwae_samples=1000,
     max_batches=None,
-    mig=True,
-    mig_points=10_000,
+    disentanglement=True,
+    disentanglement_points=disentanglement_lib.REFERENCE_POINTS,
+    factor_vae_votes=None,
     seed=None,
     progress=True,
 ):
-    """`evaluation.evaluate_model` on the test split, plus MIG on `shapes`.
+    """`evaluation.evaluate_model` on the test split, plus the disentanglement metrics on `shapes`.
+
+    On shapes (the only dataset with ground-truth factors) and latent_dim >=
+    2: MIG, SAP and DCI of one draw of codes and the FactorVAE score
+    (`disentanglement.evaluate_on_shapes`, which gives their times: at the
+    defaults ~17 min on 2 busy CPU cores, most of it DCI's trees).
+    `disentanglement_samples` in the results lists the sample counts and
+    `disentanglement_note` says where they are below disentanglement_lib's.
+
+    A conditional model (the cvae) is evaluated given the labels it is
+    conditioned on: its bounds are on log p(x|y) (`conditioned_on` names y),
+    and its disentanglement metrics score the factors other than y
+    (`mig_factors` lists them).
 
     Args:
         model: the run's `VAE`.
         config: its `Config`.
-        test_ds: its test split, e.g. `runs.load_split(config, "test")`.
+        test_ds: its test split, e.g. `runs.load_split(config, "test")`, with
+            `with_condition=True` for a conditional model.
         iwae_samples: K of the IWAE bound (0 skips it).
         max_batches: evaluate at most this many batches (None: all).
-        mig: compute the Mutual Information Gap (only `shapes` has the
-            ground-truth factors; skipped elsewhere with an info log).
-        mig_points: factor samples for MIG.
+        disentanglement: compute the disentanglement metrics (skipped with an
+            info log off shapes or for latent_dim < 2).
+        disentanglement_points: disentanglement_lib's `num_train` (10,000):
+            MIG's points, SAP's and DCI's train points (with half as many test
+            points) and the FactorVAE score's variance points.
+        factor_vae_votes: the FactorVAE score's training votes (evaluation
+            votes: half); None: 1,000, or `disentanglement_points` if fewer
+            (`disentanglement.EVALUATE_FACTOR_VAE_VOTES`; the reference casts
+            10,000).
         seed: seed of the evaluation's draws; None is the run's seed.
         progress: show a progress bar.
 
     Returns:
-        The dict of `evaluate_model`, plus `mig` and `mig_points` (shapes),
-        `dataset`, `network`, `likelihood`, `split` and `seed`.
+        The dict of `evaluate_model`, plus on shapes `mig`, `sap`,
+        `dci_disentanglement`, `dci_completeness`, `dci_informativeness`,
+        `factor_vae_score` (and their details), `mig_points`, `mig_factors`,
+        `disentanglement_samples`; `dataset`, `network`, `likelihood`,
+        `split`, `seed` and, for a conditional model, `conditioned_on`.
     """
     seed = config.seed if seed is None else seed
     results = evaluation.evaluate_model(
@@ -171,18 +201,25 @@ def evaluate_run(
         seed=seed,
         progress=progress,
     )
-    if mig:
+    if disentanglement:
         if config.dataset != "shapes":
             logging.info(
-                "MIG needs ground-truth factors: only on shapes, skipped on %s.", config.dataset
+                "Disentanglement metrics need ground-truth factors: only on shapes, skipped on %s.",
+                config.dataset,
             )
         elif model.latent_dim < 2:
-            logging.info("MIG needs latent_dim >= 2: skipped.")
+            logging.info("Disentanglement metrics need latent_dim >= 2: skipped.")
         else:
-            results["mig"] = disentanglement.compute_mig_on_shapes(
-                model, num_points=mig_points, seed=seed
+            condition = config.condition if model.conditional else None
+            results.update(
+                disentanglement_lib.evaluate_on_shapes(
+                    model,
+                    num_points=disentanglement_points,
+                    factor_vae_votes=factor_vae_votes,
+                    seed=seed,
+                    condition=condition,
+                )
             )
-            results["mig_points"] = int(mig_points)
     results.update(
         dataset=config.dataset,
         network=config.network,
@@ -190,4 +227,6 @@ def evaluate_run(
         split="test",
         seed=int(seed),
     )
+    if model.conditional:
+        results["conditioned_on"] = config.condition
     return results

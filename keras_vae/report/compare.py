@@ -8,10 +8,14 @@ baseline (`keras_vae.baselines`), and `compare_prior.png`: prior samples,
 interpolations and the aggregate posterior q(z) against N(0, I), which shows
 why an autoencoder (`--model=ae`) cannot be sampled and a VAE can. A run that
 bounds no likelihood (the autoencoder) has '-' for ELBO, KL, IWAE and
-bits/dim, and its `note` under the table. Units: nats per image.
+bits/dim, and its `note` under the table. A conditional run (the cvae) is
+evaluated, encoded and decoded with the labels it is conditioned on (each
+run's own `Config.condition` of the same test images; prior samples: its
+`class_labels`, the classes in turn); its bounds are on log p(x|y), which its
+`note` under the table says. Units: nats per image.
 
 The models are used through their public methods only (`encode`, `decode`,
-`compute_terms` for q(z)).
+`compute_terms` for q(z), a conditional model's `class_labels`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 from absl import logging
 
 from keras_vae import baselines, evaluation, grids, latent_grids, likelihoods, plots, runs, walks
+from keras_vae import data as data_lib
 from keras_vae import files as files_lib
 from keras_vae.config import UsageError
 
@@ -78,23 +83,26 @@ def format_compare_table(rows):
 
 
 def format_notes(rows):
-    """The `note` of each run that has one (no likelihood bound): Markdown list
-    items after a blank line, or "" when no run has one."""
+    """The `note` of each run that has one (no likelihood bound, or a bound on
+    log p(x|y)): Markdown list items after a blank line, or "" when no run has one."""
     notes = [f"- {row['name']}: {row['note']}\n" for row in rows if row.get("note")]
     return "\n" + "".join(notes) if notes else ""
 
 
-def aggregate_posterior(model, images, seed, batch_size=256):
+def aggregate_posterior(model, images, seed, batch_size=256, labels=None):
     """Samples of q(z) = E_x q(z|x) and their fit to N(0, I).
 
     One z ~ q(z|x) per image through the model's own `compute_terms` with
-    seeded eps (an autoencoder ignores eps: its codes).
+    seeded eps (an autoencoder ignores eps: its codes); a conditional model's
+    q(z) = E_(x,y) q(z|x, y), each image with its label.
 
     Args:
         model: a `VAE` or variant.
         images: `(N, H, W, C)` float32 test images.
         seed: seed of eps.
         batch_size: images per `compute_terms` call.
+        labels: a conditional model's labels of `images`, `(N,)` or `(N, K)`;
+            else None.
 
     Returns:
         dict: `z` `(N, D)`; `mean`, `variance` `(D,)` per dimension; `kl`,
@@ -106,7 +114,10 @@ def aggregate_posterior(model, images, seed, batch_size=256):
     eps = rng.standard_normal((len(images), model.latent_dim)).astype(np.float32)
     z = []
     for i in range(0, len(images), batch_size):
-        terms = model.compute_terms(images[i : i + batch_size], eps=eps[i : i + batch_size])
+        part = slice(i, i + batch_size)
+        # Labels only for a model given them (`VAE.conditional`).
+        given = {} if labels is None else {"labels": labels[part]}
+        terms = model.compute_terms(images[part], eps=eps[part], **given)
         z.append(np.asarray(terms["z"], dtype=np.float64))
     z = np.concatenate(z)  # (N, D)
     mean, variance = z.mean(axis=0), z.var(axis=0)
@@ -114,6 +125,19 @@ def aggregate_posterior(model, images, seed, batch_size=256):
     log_var = np.log(np.maximum(variance, 1e-30))
     kl = 0.5 * float(np.sum(variance + mean**2 - 1.0 - log_var))
     return {"z": z, "mean": mean, "variance": variance, "kl": kl}
+
+
+def _run_labels(model, config, input_labels, code_labels):
+    """A conditional run's labels (`data.condition_labels` of its condition)
+    of the compared inputs and of the q(z) images, and `class_labels` of its
+    `COMPARE_IMAGES` prior samples; three Nones for an unconditional run."""
+    if not model.conditional:
+        return None, None, None
+    return (
+        np.asarray(data_lib.condition_labels(input_labels, config.condition)),
+        np.asarray(data_lib.condition_labels(code_labels, config.condition)),
+        np.asarray(model.class_labels(COMPARE_IMAGES)),
+    )
 
 
 def _run_name(workdir):
@@ -185,9 +209,10 @@ def compare_runs(workdirs, output, *, max_batches=None, pca_images=2000, seed=0,
     if len(set(names)) < len(names):  # same folder names under different parents
         names = [os.path.normpath(w) for w in workdirs]
 
-    test_ds, info = runs.load_split(configs[0], "test")
-    inputs, _ = runs.first_examples(test_ds, COMPARE_IMAGES)
-    code_images, _ = runs.first_examples(test_ds, PRIOR_CODES)
+    # With labels: a conditional run takes its own condition of the same images.
+    test_ds, info = runs.load_split(configs[0], "test", with_labels=True)
+    inputs, input_labels = runs.first_examples(test_ds, COMPARE_IMAGES)
+    code_images, code_labels = runs.first_examples(test_ds, PRIOR_CODES)
     pairs = latent_grids.choose_pairs(len(inputs), INTERPOLATION_PAIRS)
     tile = dict(cols=COMPARE_COLUMNS)
     sample_blocks, recon_blocks = [], [("test images\n(inputs)", grids.tile(inputs, **tile))]
@@ -201,7 +226,7 @@ def compare_runs(workdirs, output, *, max_batches=None, pca_images=2000, seed=0,
                 metrics = json.load(f)
             source = runs.RESULTS_FILE
         else:
-            run_ds, _ = runs.load_split(config, "test")
+            run_ds, _ = runs.load_split(config, "test", with_condition=model.conditional)
             metrics = evaluation.evaluate_model(
                 model,
                 run_ds,
@@ -220,24 +245,34 @@ def compare_runs(workdirs, output, *, max_batches=None, pca_images=2000, seed=0,
             "likelihood": config.likelihood,
             "gaussian_sigma": config.gaussian_sigma,
             "beta": config.beta,
+            "condition": config.condition if model.conditional else None,
             "source": source,
         }
         row.update({key: metrics.get(key) for key in _ROW_METRICS})
         rows.append(row)
         label = f"{name}\n{config.network}, latent_dim {row['latent_dim']}"
+        if model.conditional:
+            label += f", given {config.condition}"
+        # A conditional run's labels: of the inputs, of the q(z) images, of
+        # its prior samples (the classes in turn); None for the others.
+        given, given_codes, given_samples = _run_labels(model, config, input_labels, code_labels)
         noise = latent_grids.prior_noise(COMPARE_IMAGES, row["latent_dim"], seed)
-        samples = latent_grids.decode_codes(model, noise)
+        samples = latent_grids.decode_codes(model, noise, labels=given_samples)
         sample_blocks.append((label, grids.tile(samples, **tile)))
-        mean, _ = model.encode(inputs)
-        recon = latent_grids.decode_codes(model, np.asarray(mean))
+        mean, _ = model.encode(inputs) if given is None else model.encode(inputs, labels=given)
+        recon = latent_grids.decode_codes(model, np.asarray(mean), labels=given)
         recon_blocks.append((label, grids.tile(recon, **tile)))
         # compare_prior.png: interpolations between test codes, q(z) against N(0, I).
         codes = np.asarray(mean, dtype=np.float32)
         walk = np.stack(
             [walks.interpolate(codes[i], codes[j], INTERPOLATION_STEPS) for i, j in pairs]
         )
-        interpolation = latent_grids.decode_codes(model, walk.reshape(-1, codes.shape[1]))
-        prior = aggregate_posterior(model, code_images, seed)
+        # Each row with its start image's label (as `latent_grids.image_grids`).
+        walk_labels = None if given is None else np.repeat(given[pairs[:, 0]], walk.shape[1], 0)
+        interpolation = latent_grids.decode_codes(
+            model, walk.reshape(-1, codes.shape[1]), labels=walk_labels
+        )
+        prior = aggregate_posterior(model, code_images, seed, labels=given_codes)
         row["aggregate_posterior"] = {
             "images": len(code_images),
             "mean": prior["mean"].tolist(),

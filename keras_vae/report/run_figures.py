@@ -13,6 +13,7 @@
 | `neighbourhood.png` | samples around one test image's code, one row per radius |
 | `principal_directions.png` | walks along the top principal axes of the codes |
 | `attribute_vector.png` | an attribute vector added to test codes (labelled data only) |
+| `samples_per_class.png` | conditional models: the same prior codes decoded as each class |
 
 (*) plain grids, the very pictures of the TensorBoard callback, built by the
 same code (`keras_vae.latent_grids.image_grids`) on the first 64 test images:
@@ -26,7 +27,16 @@ deterministic autoencoder) has no KL: its dimensions are ranked by the
 variance of their codes instead (scatter, traversal rows), and there is no
 `kl_per_dim.png`.
 
-The model is used through its public methods only (`encode`, `decode`).
+A conditional model (`model.conditional`, the cvae) encodes and decodes every
+image with its own label (`Config.condition`, from the test split); codes that
+belong to no image are decoded as `latent_grids.image_grids` says (prior
+samples: the classes in turn; principal directions: the first class,
+`class_labels(1)`, as the origin traversal). `samples_per_class.png` shows
+one row per class (`latent_grids.class_rows`: every class up to
+`MAX_CLASSES`, else evenly spaced ones), named where the data names them.
+
+The model is used through its public methods only (`encode`, `decode`,
+`class_labels`).
 """
 
 from __future__ import annotations
@@ -37,8 +47,10 @@ import os
 import numpy as np
 from absl import logging
 
-from keras_vae import evaluation, latent_grids, plots, runs, walks
-from keras_vae.config import UsageError, UserError
+from keras_vae import data as data_lib
+from keras_vae import evaluation, grids, latent_grids, plots, runs, walks
+from keras_vae.config import CELEBA_ATTRIBUTES, UsageError, UserError
+from keras_vae.data import shapes
 
 # Grids of one run, as the callback's tags -> file names.
 GRID_FILES = {
@@ -58,6 +70,8 @@ NEIGHBOURHOOD_SAMPLES = 8
 DIRECTION_STEPS = np.arange(-3.0, 4.0)  # -3 .. +3 standard deviations
 ATTRIBUTE_STRENGTHS = np.linspace(-2.0, 2.0, 5)
 ATTRIBUTE_ROWS = 4
+MAX_CLASSES = 10  # rows of samples_per_class.png (the callback's default)
+SAMPLES_PER_CLASS = 8  # its columns: the first prior codes of samples.png
 
 
 def parse_attribute(spec, label_names):
@@ -122,22 +136,40 @@ def check_neighbourhood(index, info):
 # The figures of one run.
 
 
-def _codes_and_labels(model, dataset, count):
+def _condition(model, config, labels):
+    """A conditional model's labels from a labels dict (`condition_labels`):
+    NumPy `(n,)` class ids or `(n, K)` attribute vectors; None otherwise."""
+    if not model.conditional:
+        return None
+    return np.asarray(data_lib.condition_labels(labels, config.condition))
+
+
+def _encode(model, images, condition):
+    """`model.encode`, with the labels of `images` for a conditional model."""
+    if condition is None:
+        return model.encode(images)
+    return model.encode(images, labels=condition)
+
+
+def _codes_and_labels(model, config, dataset, count):
     """Posterior means and labels of the first `max(count, KEEP_IMAGES)` test
     examples and the first `KEEP_IMAGES` images (fewer if the split is smaller).
 
     Returns:
-        `(means (n, D), labels {name: (n,)}, images (m, H, W, C))`.
+        `(means (n, D), labels {name: (n,)}, images (m, H, W, C))`; a
+        conditional model's images are encoded with their labels
+        (`labels`' `config.condition`).
     """
     total = max(count, KEEP_IMAGES)
     means, labels, kept, n = [], {}, [], 0
     for batch in dataset:
         x, y = batch if isinstance(batch, tuple) else (batch, {})
         x = np.asarray(x, dtype=np.float32)[: total - n]
-        mean, _ = model.encode(x)
+        y = {key: np.asarray(value)[: len(x)] for key, value in (y or {}).items()}
+        mean, _ = _encode(model, x, _condition(model, config, y))
         means.append(np.asarray(mean, dtype=np.float32))
-        for key, value in (y or {}).items():
-            labels.setdefault(key, []).append(np.asarray(value)[: len(x)])
+        for key, value in y.items():
+            labels.setdefault(key, []).append(value)
         if n < KEEP_IMAGES:
             kept.append(x[: KEEP_IMAGES - n])
         n += len(x)
@@ -152,14 +184,15 @@ def _codes_and_labels(model, dataset, count):
     )
 
 
-def _image_at(dataset, index, kept):
-    """Test image `index`: from `kept` when there, else read from `dataset`."""
+def _image_at(dataset, index, kept, all_labels):
+    """Test image `index` `(H, W, C)` and its labels `{name: ()}`: from `kept`
+    when there, else read from `dataset`."""
     if index < len(kept):
-        return kept[index]
+        return kept[index], {key: value[index] for key, value in all_labels.items()}
     ds = dataset.unbatch().skip(index).take(1)
     for element in ds:
-        x = element[0] if isinstance(element, tuple) else element
-        return np.asarray(x, dtype=np.float32)
+        x, y = element if isinstance(element, tuple) else (element, {})
+        return np.asarray(x, dtype=np.float32), {k: np.asarray(v) for k, v in (y or {}).items()}
     raise UsageError(f"--neighbourhood_of={index} is beyond the test split.")
 
 
@@ -210,7 +243,7 @@ def write_run_figures(
     # The latent figures' statistics use the first `count` codes (the
     # evaluated examples); the image grids the first 64 test images whatever
     # --max_batches, like the TensorBoard callback's fixed held-out batch.
-    all_means, all_labels, kept = _codes_and_labels(model, dataset, count)
+    all_means, all_labels, kept = _codes_and_labels(model, config, dataset, count)
     means = all_means[:count]
     labels = {k: v[:count] for k, v in all_labels.items()}
     latent_dim = means.shape[1]
@@ -226,9 +259,12 @@ def write_run_figures(
     held_out = kept[:HELD_OUT]
     if len(held_out) < 2:
         raise UserError("The test split has fewer than 2 images: nothing to draw.")
+    # A conditional model's labels of the kept images, (m,) or (m, K); else None.
+    kept_condition = _condition(model, config, {k: v[: len(kept)] for k, v in all_labels.items()})
+    held_out_condition = None if kept_condition is None else kept_condition[: len(held_out)]
     colour_name = attribute[0] if attribute else None
     colour_labels = labels.get(colour_name) if colour_name else None
-    stats = latent_grids.latent_statistics(model, held_out)
+    stats = latent_grids.latent_statistics(model, held_out, labels=held_out_condition)
     bounded = model.bounds_likelihood
     if not bounded:  # no KL: traversal rows by the variance of the codes
         stats["order"] = walks.order_by_kl(stats["mean_variance"])  # descending, stable
@@ -237,14 +273,19 @@ def write_run_figures(
     pairs = latent_grids.choose_pairs(
         len(held_out), 4, None if held_out_labels is None else held_out_labels[: len(held_out)]
     )
+    noise = latent_grids.prior_noise(16, latent_dim, seed)
     tiles = latent_grids.image_grids(
         model,
         held_out,
         stats,
-        noise=latent_grids.prior_noise(16, latent_dim, seed),
+        noise=noise,
         pairs=pairs,
         manifold_size=MANIFOLD_SIZE,
+        condition=held_out_condition,
+        max_classes=MAX_CLASSES,
     )
+    # A conditional model's per-class grid gets its class names: drawn below.
+    tiles.pop("images/samples_per_class", None)
     for tag, grid in tiles.items():
         plots.save_grid_png(out(GRID_FILES[tag]), grid)
     if "images/manifold" in tiles:
@@ -254,6 +295,8 @@ def write_run_figures(
             cell_shape=cell,
             axis=walks.manifold_axis(MANIFOLD_SIZE),
         )
+    if model.conditional:
+        _samples_per_class_figure(model, config, out("samples_per_class.png"), noise)
 
     # Latent scatter: the two dimensions with the largest KL over the test data
     # (without a KL, the largest variance of the codes).
@@ -270,44 +313,45 @@ def write_run_figures(
             results["latent_variances"],
             results.get("active_unit_threshold", evaluation.ACTIVE_UNIT_THRESHOLD),
         )
+    image, image_labels = _image_at(dataset, neighbourhood_of, kept, all_labels)
+    image_condition = _condition(model, config, {k: v[None] for k, v in image_labels.items()})
     _neighbourhood_figure(
-        model,
-        out("neighbourhood.png"),
-        _image_at(dataset, neighbourhood_of, kept),
-        neighbourhood_of,
-        radii,
-        seed,
+        model, out("neighbourhood.png"), image, image_condition, neighbourhood_of, radii, seed
     )
-    _directions_figure(model, out("principal_directions.png"), means, num_directions)
+    _directions_figure(model, config, out("principal_directions.png"), means, num_directions)
     if attribute is None:
         logging.info("%s has no labels: no attribute_vector.png.", config.dataset)
     else:
         path = os.path.join(out_dir, "attribute_vector.png")
-        if _attribute_figure(model, path, means, labels, all_means, all_labels, kept, attribute):
+        kept_labels = (all_labels, kept, kept_condition)
+        if _attribute_figure(model, path, means, labels, all_means, kept_labels, attribute):
             written.append(path)
     logging.info("Wrote %d figures to %s.", len(written), out_dir)
     return written
 
 
-def _neighbourhood_figure(model, path, image, index, radii, seed):
+def _neighbourhood_figure(model, path, image, condition, index, radii, seed):
     """Input, reconstruction and samples z = mean(x) + R * eps, one row per R.
 
     The same eps ~ N(0, I) for every row, so the rows differ only by R: a
-    small R shows how wide the decoder's neighbourhood of the image is.
+    small R shows how wide the decoder's neighbourhood of the image is. A
+    conditional model encodes and decodes them all with the image's label
+    (`condition` `(1,)` or `(1, K)`; None otherwise).
     """
-    mean, _ = model.encode(image[None])
+    mean, _ = _encode(model, image[None], condition)
     mean = np.asarray(mean, dtype=np.float32)[0]  # (D,)
     rng = np.random.default_rng([seed, 1])
     eps = rng.standard_normal((NEIGHBOURHOOD_SAMPLES, mean.shape[0])).astype(np.float32)
     codes = np.concatenate([mean[None]] + [mean + r * eps for r in radii])  # (1 + R*S, D)
-    decoded = latent_grids.decode_codes(model, codes)
+    decoded = latent_grids.decode_codes(model, codes, labels=_repeat(condition, len(codes)))
     samples = decoded[1:].reshape((len(radii), NEIGHBOURHOOD_SAMPLES) + decoded.shape[1:])
     plots.neighbourhood_figure(path, image, decoded[0], samples, radii, index)
 
 
-def _directions_figure(model, path, means, num_directions):
+def _directions_figure(model, config, path, means, num_directions):
     """Rows walk from -3 to +3 standard deviations along each principal axis
-    of the test codes, from their mean code."""
+    of the test codes, from their mean code (a conditional model decodes them
+    as its first class, `class_labels(1)`: they belong to no image)."""
     k = min(num_directions, means.shape[0], means.shape[1])
     if k < num_directions:
         logging.info("Principal directions: %d asked, %d exist (min(N, D)).", num_directions, k)
@@ -319,19 +363,27 @@ def _directions_figure(model, path, means, num_directions):
         centre[None, None]
         + DIRECTION_STEPS[None, :, None] * sds[:, None, None] * directions[:, None, :]
     )  # (k, steps, D)
-    decoded = latent_grids.decode_codes(model, codes.reshape(-1, means.shape[1]))
+    codes = codes.reshape(-1, means.shape[1])
+    first, decoded_as = None, None
+    if model.conditional:
+        first = np.asarray(model.class_labels(1))  # class 0, or no attribute
+        decoded_as = _class_name(model, config, None if model.multi_hot else int(first[0]))
+    decoded = latent_grids.decode_codes(model, codes, labels=_repeat(first, len(codes)))
     decoded = decoded.reshape((k, len(DIRECTION_STEPS)) + decoded.shape[1:])
-    plots.directions_figure(path, decoded, sds, DIRECTION_STEPS, len(means))
+    plots.directions_figure(path, decoded, sds, DIRECTION_STEPS, len(means), decoded_as=decoded_as)
 
 
-def _attribute_figure(model, path, means, labels, all_means, all_labels, kept, attribute):
+def _attribute_figure(model, path, means, labels, all_means, kept_labels, attribute):
     """Adds the attribute vector to a few test codes at strengths -2 .. +2.
 
     The vector comes from `means` / `labels` (the evaluated examples); the
     rows are the first kept test images without the attribute (adding it
     should show it), then the first with it (subtracting it should remove
-    it). Returns False (with a warning) when one of the two groups is empty.
+    it), each decoded with its image's label for a conditional model
+    (`kept_labels`: all labels, the kept images and their condition or None).
+    Returns False (with a warning) when one of the two groups is empty.
     """
+    all_labels, kept, kept_condition = kept_labels
     name, value = attribute
     mask = labels[name] == value
     try:
@@ -352,7 +404,10 @@ def _attribute_figure(model, path, means, labels, all_means, all_labels, kept, a
     rows_index = np.concatenate([without, with_]).astype(int)
     base = all_means[rows_index]  # (R, D)
     codes = base[:, None, :] + ATTRIBUTE_STRENGTHS[None, :, None] * vector[None, None, :]
-    decoded = latent_grids.decode_codes(model, codes.reshape(-1, means.shape[1]))
+    row_labels = None  # each row's image label, for every strength: (R * S,) or (R * S, K)
+    if kept_condition is not None:
+        row_labels = np.repeat(kept_condition[rows_index], len(ATTRIBUTE_STRENGTHS), axis=0)
+    decoded = latent_grids.decode_codes(model, codes.reshape(-1, means.shape[1]), labels=row_labels)
     decoded = decoded.reshape((len(rows_index), len(ATTRIBUTE_STRENGTHS)) + decoded.shape[1:])
     plots.attribute_figure(
         path,
@@ -364,3 +419,43 @@ def _attribute_figure(model, path, means, labels, all_means, all_labels, kept, a
         f"without ({int((~mask).sum())})",
     )
     return True
+
+
+def _repeat(label, n):
+    """`n` copies of a label batch of one, `(1,)` -> `(n,)`, `(1, K)` -> `(n, K)`;
+    None stays None (an unconditional model)."""
+    return None if label is None else np.repeat(np.asarray(label)[:1], n, axis=0)
+
+
+def _class_name(model, config, row):
+    """A `latent_grids.class_rows` row (a class id; multi-hot: the attribute
+    switched on, None for none) in words: its name where the data names it
+    (shapes' shapes, MNIST's digits, CelebA's attributes), else "<condition> <id>"."""
+    condition = config.condition
+    if model.multi_hot:
+        if row is None:
+            return "no attribute"
+        return CELEBA_ATTRIBUTES[row] if config.dataset == "celeb_a" else f"attribute {row}"
+    if config.dataset == "shapes" and condition == "shape":
+        return shapes.SHAPE_NAMES[row]
+    if config.dataset == "mnist":
+        return f"digit {row}"
+    if condition in CELEBA_ATTRIBUTES:  # one attribute: 2 classes, without and with it
+        return condition if row else f"not {condition}"
+    return f"{condition} {row}"
+
+
+def _samples_per_class_figure(model, config, path, noise):
+    """`samples_per_class.png`: `latent_grids.samples_per_class` of the first
+    `SAMPLES_PER_CLASS` codes of `noise` (those of samples.png), a row per
+    class named by `_class_name`."""
+    cells, rows = latent_grids.samples_per_class(model, noise[:SAMPLES_PER_CLASS], MAX_CLASSES)
+    labels = "no attribute, then each alone" if model.multi_hot else f"each {config.condition}"
+    plots.labelled_grid_figure(
+        path,
+        grids.tile_rows(cells),
+        cell_shape=cells.shape[2:4],
+        row_labels=[_class_name(model, config, row) for row in rows],
+        col_labels=[f"s{j + 1}" for j in range(cells.shape[1])],
+        title=f"Prior samples decoded with {labels}: the same z in every row",
+    )

@@ -10,8 +10,11 @@ files (DESIGN.md section 1) go into `workdir`, each written atomically
     backup/                     resume state: weights + optimizer + RNG + step
     tensorboard/{train,validation}  scalars (the model's log keys: loss,
                                 reconstruction, kl, elbo, beta, skipped_steps and
-                                a variant's own); validation also the image
-                                grids of `LatentSummaries`
+                                a variant's own) as `epoch_<key>`, and in train
+                                `step/<key>` every `log_every_steps`; validation
+                                also the image grids of `LatentSummaries` and the
+                                Projector's embedding; tensorboard/ itself the
+                                HParams session (config, `test/...` metrics)
     export/                     the SavedModel (`keras_vae.export`)
     train_summary.json          test metrics; its presence marks a finished run
 
@@ -36,14 +39,19 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from keras_vae import files, models
+from keras_vae import data, files, models
 from keras_vae.callbacks import (
     Diverged,
     LatentSummaries,
     NonFiniteGuard,
     Preempted,
     PreemptionGuard,
+    StepScalars,
+    final_metrics,
     step_of,
+    write_final_metrics,
+    write_held_out_projector,
+    write_hparams,
 )
 from keras_vae.config import (
     OPERATIONAL_FIELDS,
@@ -219,6 +227,32 @@ class _Run:
             config.validation_steps, self.val_info.num_examples, config.batch_size, custom_loop
         )
 
+    def _summary_batch(self):
+        """`(images, condition)` of the image grids: the first (up to) 64
+        validation images `(N, H, W, C)` and a cvae's labels of them (else None)."""
+        batch = next(iter(self.val_ds.unbatch().batch(64)))
+        if self.config.condition is None:
+            return batch.numpy(), None
+        return batch[0].numpy(), batch[1].numpy()
+
+    def _write_projector(self):
+        """The Projector's embedding of the first 1,024 validation images
+        (those of `_summary_batch` first) with their labels."""
+        ds, _ = data.load_for_config(
+            self.config,
+            "validation",
+            shuffle=False,
+            repeat=False,
+            with_labels=bool(self.val_info.label_names),
+        )
+        write_held_out_projector(
+            self.model,
+            self.path(os.path.join("tensorboard", "validation")),
+            ds,
+            self.config.dataset,
+            self.config.condition,
+        )
+
     def _build_model(self, saved):
         """Builds the model (and restores the backup when resuming).
 
@@ -275,10 +309,15 @@ class _Run:
         # callbacks. The guard comes first (it acts before anything is
         # saved), the preemption handler after the backup (an epoch's end
         # saves first).
+        summary_images, summary_condition = self._summary_batch()
+        tensorboard = self.path("tensorboard")
+        if runtime.is_chief:  # the HParams session: the config and the metric list
+            write_hparams(tensorboard, config)
+        # About 100 points per run unless asked: 50 steps apart on shapes.
+        every = config.log_every_steps or max(1, config.epochs * self.steps_per_epoch // 100)
         chief = [
-            keras.callbacks.TensorBoard(
-                log_dir=self.path("tensorboard"), write_graph=False, profile_batch=0
-            ),
+            keras.callbacks.TensorBoard(log_dir=tensorboard, write_graph=False, profile_batch=0),
+            StepScalars(os.path.join(tensorboard, "train"), every, exact=not runtime.custom_loop),
             EpochHistory(self.path("history.json"), self.previous),
             AtomicModelSaver(self.path("model.keras")),
             backup,
@@ -286,7 +325,8 @@ class _Run:
             # 64 validation images: fixed, as the split is not shuffled.
             LatentSummaries(
                 self.path(os.path.join("tensorboard", "validation")),
-                next(iter(self.val_ds.unbatch().batch(64))).numpy(),  # (N, H, W, C)
+                summary_images,
+                condition=summary_condition,
                 every=config.image_every,
                 seed=config.seed,
             ),
@@ -327,6 +367,7 @@ class _Run:
                               shuffle=False, **fit_args)
             if runtime.is_chief:
                 save_model_atomic(model, self.path("model.keras"))
+                self._write_projector()
         except Diverged as e:
             raise _diverged_error(e, config, self.workdir) from None
         steps, skipped = step_of(model), int(keras.ops.convert_to_numpy(model.skipped_steps))
@@ -381,9 +422,13 @@ class _Run:
             "resumed_from_step": self.start_step or None,
             "replicas": runtime.strategy.num_replicas_in_sync,
         })
+        if config.condition is not None:  # the bound is on log p(x|y)
+            results["conditioned_on"] = config.condition
         _check_finite_results(results)
         if not runtime.is_chief:
             return results
+        # The HParams dashboard's test metrics (`write_hparams` lists them).
+        write_final_metrics(self.path("tensorboard"), final_metrics(results), results["steps"])
         if config.export:
             from keras_vae import export as export_lib
 
@@ -451,8 +496,9 @@ def summary_line(results):
             "no ELBO or bits/dim: the model defines no p(x)) "
             f"on {results['num_images']} test images. Run saved in {results['workdir']}"
         )
+    given = f" given {results['conditioned_on']}" if results.get("conditioned_on") else ""
     return (
-        f"Test ELBO {results['elbo']:.2f} nats/image "
+        f"Test ELBO{given} {results['elbo']:.2f} nats/image "
         f"({results['bits_per_dim']:.4f} bits/dim; reconstruction "
         f"{results['reconstruction']:.2f}, KL {results['kl']:.2f}) "
         f"on {results['num_images']} test images. Run saved in {results['workdir']}"

@@ -16,10 +16,21 @@ from keras_vae.networks import build_networks, estimate_size
 
 
 def load_split(config, split, *, shuffle, repeat, drop_remainder=False):
-    """The `split` of `config.dataset` as a batched `tf.data.Dataset` and its info."""
+    """The `split` of `config.dataset` as a batched `tf.data.Dataset` and its info:
+    images, or `(images, labels)` for a conditional model (`config.condition`)."""
     return data_lib.load_for_config(
-        config, split, shuffle=shuffle, repeat=repeat, drop_remainder=drop_remainder
+        config,
+        split,
+        shuffle=shuffle,
+        repeat=repeat,
+        drop_remainder=drop_remainder,
+        with_condition=config.condition is not None,
     )
+
+
+def condition_size(config):
+    """The size of `config`'s condition vector (0 for an unconditional model)."""
+    return 0 if config.condition is None else config.condition_spec[0]
 
 
 def build_model(config, image_shape, steps_per_epoch, jit_compile=False, dataset_size=None):
@@ -36,9 +47,9 @@ def build_model(config, image_shape, steps_per_epoch, jit_compile=False, dataset
     warmup_steps = config.warmup_steps
     if warmup_steps is None:
         warmup_steps = max(1, total_steps // 4)
-    cycle_steps = max(1, total_steps // config.beta_cycles)
+    cycle_steps = max(1, math.ceil(total_steps / config.beta_cycles))  # Fu et al.: ceil(T/M)
     try:
-        encoder, decoder = build_networks(config, image_shape)
+        encoder, decoder = build_networks(config, image_shape, condition_size(config))
     except ValueError as e:
         raise UsageError(f"Cannot build the {config.network} networks: {e}") from e
     cls = models.get(config.model)
@@ -119,6 +130,7 @@ def check_memory(config, image_shape, available=None):
         params, activations = estimate_size(
             image_shape, config.latent_dim, config.network, config.likelihood,
             config.widths, config.dense_units, config.per_channel_scale,
+            condition_size(config),
         )
     except ValueError as e:
         raise UsageError(f"Cannot build the {config.network} networks: {e}") from e

@@ -1,4 +1,4 @@
-"""Keras callbacks: TensorBoard image summaries of the latent space.
+"""`LatentSummaries`: TensorBoard image summaries of the latent space.
 
 `LatentSummaries` shows, epoch after epoch, what the VAE has learned, on a
 fixed batch of held-out images and a fixed batch of prior noise, so that the
@@ -12,18 +12,17 @@ pictures of two epochs differ only because the weights did:
 | `images/traversal` | one row per latent dimension, by decreasing KL, around a code |
 | `images/traversal_origin` | the same rows around the origin z = 0 |
 | `images/manifold` | the 2-D manifold (only when latent_dim == 2) |
+| `images/samples_per_class` | conditional models: a row per class, the same z per column |
 | `latent/kl_per_dim` | histogram of the mean KL of each dimension, nats |
 | `latent/kl_dim_XX` | the same per dimension as scalars (latent_dim <= 32 only) |
 | `latent/active_units` | number of active units (Burda et al. 2015) |
 
 The grids are built by `keras_vae.latent_grids`, which `evaluate.py` uses
-as well: its PNG files are the same pictures.
+as well: its PNG files are the same pictures. A conditional model (cvae)
+decodes each grid with labels, which each tag's description names.
 """
 
 from __future__ import annotations
-
-import signal
-import threading
 
 import keras
 import numpy as np
@@ -34,6 +33,8 @@ from keras_vae.latent_grids import (
     DivergedModelError,
     check_int,
     choose_pairs,
+    class_rows,
+    describe_class_rows,
     image_grids,
     latent_statistics,
     prior_noise,
@@ -72,6 +73,9 @@ class LatentSummaries(keras.callbacks.Callback):
             C must be 1, 3 or 4 (what `tf.summary.image` accepts).
         labels: optional `(N,)` class labels; interpolation pairs then join
             different classes (see `choose_pairs`).
+        condition: a conditional model's labels of `images` (`model.conditional`,
+            the cvae): `(N,)` class ids or `(N, K)` 0/1 attribute vectors;
+            None for an unconditional model (which ignores it).
         every: write after every `every`-th epoch, >= 1.
         num_reconstructions: the first this many `images` are shown with
             their reconstructions.
@@ -88,6 +92,7 @@ class LatentSummaries(keras.callbacks.Callback):
         pad: pixels between cells.
         pad_value: separator colour on the [0, 1] scale (1.0 is white).
         decode_batch_size: most codes per `decode` call (bounds memory).
+        max_classes: most rows of `images/samples_per_class` (`class_rows`).
         seed: seed of the fixed prior noise.
         chief: only the chief writes; False makes the callback a no-op.
 
@@ -102,6 +107,7 @@ class LatentSummaries(keras.callbacks.Callback):
         log_dir,
         images,
         labels=None,
+        condition=None,
         every=1,
         num_reconstructions=32,
         num_samples=16,
@@ -117,6 +123,7 @@ class LatentSummaries(keras.callbacks.Callback):
         pad=1,
         pad_value=1.0,
         decode_batch_size=128,
+        max_classes=10,
         seed=0,
         chief=True,
     ):
@@ -140,6 +147,14 @@ class LatentSummaries(keras.callbacks.Callback):
                     f"Expected `labels` of shape ({images.shape[0]},). "
                     f"Received: labels.shape={labels.shape}"
                 )
+        if condition is not None:
+            condition = np.asarray(condition)  # (N,) class ids or (N, K) attributes
+            if condition.ndim not in (1, 2) or condition.shape[0] != len(images):
+                raise ValueError(
+                    f"Expected `condition` of shape ({len(images)},) (class ids) or "
+                    f"({len(images)}, K) (attribute vectors), a label per image. "
+                    f"Received: condition.shape={condition.shape}"
+                )
         temperatures = tuple(float(t) for t in temperatures)
         if not temperatures or min(temperatures) <= 0:
             raise ValueError(
@@ -152,6 +167,7 @@ class LatentSummaries(keras.callbacks.Callback):
         self.log_dir = log_dir
         self.images = images.astype(np.float32)  # (N, H, W, C)
         self.labels = labels
+        self.condition = condition
         self.every = check_int("every", every, 1)
         self.num_reconstructions = check_int("num_reconstructions", num_reconstructions, 1)
         self.num_samples = check_int("num_samples", num_samples, 1)
@@ -172,6 +188,7 @@ class LatentSummaries(keras.callbacks.Callback):
         self.pad = check_int("pad", pad, 0)
         self.pad_value = float(pad_value)
         self.decode_batch_size = check_int("decode_batch_size", decode_batch_size, 1)
+        self.max_classes = check_int("max_classes", max_classes, 1)
         self.seed = seed
         self.chief = bool(chief)
         self.pairs = choose_pairs(images.shape[0], self.num_pairs, labels)  # (P, 2)
@@ -180,7 +197,20 @@ class LatentSummaries(keras.callbacks.Callback):
         self._last_epoch = None  # last epoch seen by on_epoch_end
         self._last_written = None  # last step written
 
+    def set_model(self, model):
+        # Fails at the start of `fit`, not after the first epoch.
+        if model.conditional and self.condition is None:
+            raise ValueError(
+                "Expected `condition`, the labels of `images`: a conditional model decodes "
+                "every code with a label. Received: condition=None"
+            )
+        super().set_model(model)
+
     # -- what is drawn ------------------------------------------------------
+
+    def _condition(self):
+        """The labels of `images` for the model: None unless it is conditional."""
+        return self.condition if self.model.conditional else None
 
     def prior_noise(self, latent_dim):
         """The fixed eps ~ N(0, I), `(num_samples, latent_dim)` float32, drawn once."""
@@ -190,7 +220,9 @@ class LatentSummaries(keras.callbacks.Callback):
 
     def latent_statistics(self):
         """Encodes `images` once: the module-level `latent_statistics` of the model."""
-        return latent_statistics(self.model, self.images, self.max_traversal_dims)
+        return latent_statistics(
+            self.model, self.images, self.max_traversal_dims, labels=self._condition()
+        )
 
     def summary_images(self, stats=None):
         """All image grids, `{tag: (height, width, C) float32 in [0, 1]}` (`image_grids`).
@@ -216,6 +248,8 @@ class LatentSummaries(keras.callbacks.Callback):
             pad=self.pad,
             pad_value=self.pad_value,
             decode_batch_size=self.decode_batch_size,
+            condition=self._condition(),
+            max_classes=self.max_classes,
         )
 
     # -- writing ------------------------------------------------------------
@@ -225,7 +259,7 @@ class LatentSummaries(keras.callbacks.Callback):
         rank = "KL" if stats["kl_per_dim"] is not None else "code variance"
         temps = ", ".join(f"{t:g}" for t in self.temperatures)
         pairs = len(self.pairs)
-        return {
+        out = {
             "images/reconstructions": "Rows alternate: held-out inputs, their reconstructions "
             "(decoded posterior means).",
             "images/samples": f"Decoded prior samples z = t * eps, fixed eps; one row block "
@@ -241,6 +275,28 @@ class LatentSummaries(keras.callbacks.Callback):
             "images/manifold": f"{self.manifold_size} x {self.manifold_size} codes at "
             "Gaussian quantiles; z1 grows to the right, z2 upwards.",
         }
+        if self.model.conditional:
+            self._describe_labels(out)
+        return out
+
+    def _describe_labels(self, out):
+        """Adds to `out` which labels a conditional model's grids are decoded with."""
+        multi_hot = getattr(self.model, "multi_hot", False)
+        first = "no attribute (all-zero vector)" if multi_hot else "the first class (0)"
+        for tag, labels in (
+            ("images/reconstructions", "each image's own label"),
+            ("images/samples", first if multi_hot else "the classes in turn, 0, 1, 2, ..."),
+            ("images/interpolation", "the label of each row's start (left) image"),
+            ("images/traversal", f"the label of held-out image {self.traversal_index}"),
+            ("images/traversal_origin", first),
+            ("images/manifold", first),
+        ):
+            out[tag] += f" Decoded with {labels}."
+        rows = describe_class_rows(self.model, class_rows(self.model, self.max_classes)[1])
+        out["images/samples_per_class"] = (
+            f"Rows: {rows}. Columns: the first {min(self.columns, self.num_samples)} fixed prior "
+            "samples (t = 1), the same z in every row: one code rendered as each row's label."
+        )
 
     def write(self, step):
         """Computes and writes every summary at `step`; flushes the event file."""
@@ -299,143 +355,3 @@ class LatentSummaries(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-
-
-# ---------------------------------------------------------------------------
-# Guards: stop a run before it keeps a state not worth keeping.
-
-
-class Diverged(Exception):
-    """Raised inside `fit` to stop a run whose state must not be kept.
-
-    `train_and_evaluate` turns it into a one-line `UserError` naming the last
-    finite state on disk and the way out.
-
-    Attributes:
-        step: training steps taken when it was noticed.
-        reason: `nonfinite` (a weight or optimizer variable is NaN/Inf) or
-            `skips` (too many non-finite steps in a row).
-    """
-
-    def __init__(self, step, reason):
-        super().__init__(f"{reason} at step {step}")
-        self.step = step
-        self.reason = reason
-
-
-class Preempted(Exception):
-    """SIGTERM or Ctrl-C: the run stops after a backup of its current step."""
-
-    def __init__(self, signum):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def step_of(model):
-    """Training steps `model` has taken (its saved `kl_step` counter)."""
-    return int(keras.ops.convert_to_numpy(model.kl_step))
-
-
-def check_finite(model):
-    """Raises `Diverged` if any weight or optimizer variable is NaN/Inf.
-
-    Called before every save: no file a run writes holds a non-finite value.
-    """
-    if model.nonfinite_variables():
-        raise Diverged(step_of(model), "nonfinite")
-
-
-class NonFiniteGuard(keras.callbacks.Callback):
-    """Stops a run before it can save a state that is not worth keeping.
-
-    Two ways a run goes bad:
-    - a step with a finite loss and finite gradients whose update overflows
-      the weights (a learning rate far too high): every later loss is NaN.
-      The weights are checked whenever a step is skipped and at each epoch's
-      end (and by every save, see `check_finite`), so the run stops at once
-      instead of saving NaN;
-    - `max_consecutive` skipped (non-finite) steps in a row with finite
-      weights: the model skips each such update (its optimizer is a
-      LossScaleOptimizer, see `VAE.compile`), but the run goes nowhere.
-
-    Either raises `Diverged` out of `fit`; nothing after the last good save
-    is written. It is the first callback, so it acts before the savers.
-    """
-
-    def __init__(self, max_consecutive):
-        super().__init__()
-        self.max_consecutive = max_consecutive
-
-    def on_train_batch_end(self, batch, logs=None):
-        run = int(keras.ops.convert_to_numpy(self.model.consecutive_skips))
-        if run:  # only then can the weights have gone bad unseen: cheap otherwise
-            check_finite(self.model)
-        if run >= self.max_consecutive:
-            raise Diverged(step_of(self.model), "skips")
-
-    def on_epoch_end(self, epoch, logs=None):
-        check_finite(self.model)
-
-
-class PreemptionGuard(keras.callbacks.Callback):
-    """Turns SIGTERM and SIGINT (Ctrl-C) into a backup and a clean stop.
-
-    `tf.distribute.experimental.PreemptionCheckpointHandler` does this for a
-    custom loop under MultiWorkerMirroredStrategy or TPUStrategy only, around
-    its own `tf.train.Checkpoint`; here `fit` runs on any strategy and the
-    backup is `Backup`'s, so a small handler does it: a signal sets a flag,
-    and at the next step's end the backup is written and `Preempted` raised.
-    A signal during validation or at an epoch's end waits for that epoch's
-    own backup. A second signal stops at once (the previous backup stays).
-
-    Use as a context manager around training: it installs the handlers
-    (main thread only) and puts the previous ones back.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self, backup=None):
-        super().__init__()
-        self.backup = backup
-        self.received = None
-        self._previous = {}
-
-    def _handle(self, signum, frame):
-        if self.received is not None or not self._in_training:
-            raise Preempted(signum)
-        self.received = signum
-        logging.warning("%s received: stopping after this step.", signal.Signals(signum).name)
-
-    def __enter__(self):
-        self._in_training = False
-        if threading.current_thread() is threading.main_thread():
-            for signum in self.SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
-        return False
-
-    def on_train_begin(self, logs=None):
-        self._in_training = True
-
-    def on_train_end(self, logs=None):
-        self._in_training = False
-
-    def _stop(self):
-        if self.received is not None:
-            if self.backup is not None:
-                self.backup.save()
-            raise Preempted(self.received)
-
-    def on_train_batch_end(self, batch, logs=None):
-        # Not on an epoch's last step: its state is saved after validation.
-        steps = self.params.get("steps")
-        if steps is None or (batch + 1) % steps:
-            self._stop()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._stop()  # placed after Backup: this epoch's backup is written
