@@ -238,20 +238,12 @@ class _Run:
     def _write_projector(self):
         """The Projector's embedding of the first 1,024 validation images
         (those of `_summary_batch` first) with their labels."""
+        config, labelled = self.config, bool(self.val_info.label_names)
         ds, _ = data.load_for_config(
-            self.config,
-            "validation",
-            shuffle=False,
-            repeat=False,
-            with_labels=bool(self.val_info.label_names),
+            config, "validation", shuffle=False, repeat=False, with_labels=labelled
         )
-        write_held_out_projector(
-            self.model,
-            self.path(os.path.join("tensorboard", "validation")),
-            ds,
-            self.config.dataset,
-            self.config.condition,
-        )
+        log_dir = self.path(os.path.join("tensorboard", "validation"))
+        write_held_out_projector(self.model, log_dir, ds, config.dataset, config.condition)
 
     def _build_model(self, saved):
         """Builds the model (and restores the backup when resuming).
