@@ -216,6 +216,17 @@ def _encode(model, images, labels):
     return model.encode(images, labels=labels)
 
 
+def encode_means(model, images, labels=None, batch_size=256):
+    """The posterior means of `images`, `(N, D)` float32, in batches; `labels`:
+    a conditional model's labels of the images, `(N,)` or `(N, K)` (else None)."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = slice(start, start + batch_size)
+        mean, _ = _encode(model, images[batch], None if labels is None else labels[batch])
+        out.append(np.asarray(mean, dtype=np.float32))
+    return np.concatenate(out, axis=0)
+
+
 def decode_codes(model, codes, batch_size=128, labels=None):
     """`(M, D)` codes -> `(M, H, W, C)` float32 in [0, 1], in few batched `decode` calls.
 

@@ -31,13 +31,13 @@ import glob
 import math
 import os
 
-import keras
 import numpy as np
 import tensorflow as tf
 from tensorboard.plugins import projector
 
 from keras_vae import files
 from keras_vae.data import condition_labels, shapes
+from keras_vae.latent_grids import encode_means
 
 EMBEDDING = "latent_mean"
 METADATA_FILE = "metadata.tsv"
@@ -194,23 +194,6 @@ def write_projector(log_dir, codes, images=None, metadata=None, name=EMBEDDING):
 def _write_bytes(path, data):
     with open(path, "wb") as f:
         f.write(data)
-
-
-def encode_means(model, images, labels=None, batch_size=256):
-    """The posterior means of `images`, `(N, D)` float32, in batches.
-
-    `labels`: a conditional model's labels of the images (`(N,)` or
-    `(N, K)`); None for an unconditional model.
-    """
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size]
-        if labels is None:
-            mean, _ = model.encode(batch)
-        else:
-            mean, _ = model.encode(batch, labels=labels[start : start + batch_size])
-        out.append(np.asarray(keras.ops.convert_to_numpy(mean), dtype=np.float32))
-    return np.concatenate(out, axis=0)
 
 
 def write_latent_projector(model, log_dir, images, metadata=None, condition=None):

@@ -22,11 +22,11 @@ import time
 
 import numpy as np
 from absl import logging
-from keras import ops
 
 from keras_vae.data import shapes as shapes_lib
 from keras_vae.disentanglement import factor_vae as factor_vae_lib
 from keras_vae.disentanglement import metrics
+from keras_vae.latent_grids import encode_means
 
 # disentanglement_lib's `num_train` of every metric (its `num_test` and
 # FactorVAE `num_eval` are half of it).
@@ -155,14 +155,11 @@ def encode_factors(model, factors, *, condition=None, batch_size=256):
     size = _image_size(model)
     label_axis = shapes_lib.FACTOR_NAMES.index(condition) if model.conditional else None
     means = []
-    for start in range(0, len(factors), batch_size):
+    for start in range(0, len(factors), batch_size):  # rendered a batch at a time
         batch = factors[start : start + batch_size]  # (b, 5)
-        images = shapes_lib.render(batch, size)  # (b, S, S, 1)
-        if label_axis is not None:  # the label: the sampled value of the conditioned factor
-            mean, _ = model.encode(images, labels=batch[:, label_axis])
-        else:
-            mean, _ = model.encode(images)
-        means.append(np.asarray(ops.convert_to_numpy(mean), np.float32))
+        # The label: the sampled value of the conditioned factor.
+        labels = None if label_axis is None else batch[:, label_axis]
+        means.append(encode_means(model, shapes_lib.render(batch, size), labels, batch_size))
     return np.concatenate(means, axis=0)
 
 
