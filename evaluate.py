@@ -1,31 +1,36 @@
-"""Evaluates a trained run: test metrics, results.json and figures; or compares runs.
+"""Evaluates a trained run: test metrics, results.json, TensorBoard entries and figures;
+or compares runs.
 
-    python evaluate.py --workdir=runs/shapes                 # IWAE with K=1000, all test batches
-    python evaluate.py --workdir=runs/shapes --max_batches=10 --iwae_samples=100
-    python evaluate.py --workdir=runs/shapes --disentanglement_points=1000   # quicker, lower DCI
+    python evaluate.py --workdir=runs/shapes                  # the standard protocol: minutes
+    python evaluate.py --workdir=runs/mnist --protocol=paper  # the published one: hours on a CPU
+    python evaluate.py --workdir=runs/shapes --iwae_samples=1000 --iwae_images=500
     python evaluate.py --workdir=runs/celeba --attribute=Smiling --radius=0.25,0.5,1
     python evaluate.py --compare runs/mlp-d8 runs/conv-d8 runs/conv-d32
 
-One run: reads WORKDIR/config.json and WORKDIR/model.keras, evaluates the test
-split (ELBO, IWAE log-likelihood, bits/dim, active units, KL per dimension;
-on shapes MIG, SAP, DCI and the FactorVAE score), writes WORKDIR/results.json,
-prints the table and draws WORKDIR/figures/*.png (see
-keras_vae/report/run_figures.py for the list). A cvae run is evaluated given
-the labels it is conditioned on: its ELBO, IWAE and bits/dim bound log p(x|y),
-and its disentanglement metrics score the other factors.
+One run: reads WORKDIR/config.json and WORKDIR/model.keras, prints its plan
+and an estimated time (from timing a few batches now), evaluates the test split
+(ELBO, IWAE log-likelihood, bits/dim, active units, KL per dimension; on
+shapes MIG, SAP, DCI and the FactorVAE score), writes WORKDIR/results.json
+and prints its table, writes TensorBoard's Projector (the codes of the first
+test images, tensorboard/test) and the HParams test metrics, and draws
+WORKDIR/figures/*.png (see keras_vae/report/run_figures.py for the list). A
+cvae run is evaluated given the labels it is conditioned on: its ELBO, IWAE
+and bits/dim bound log p(x|y), and its disentanglement metrics score the
+other factors.
 
-K=1000 importance samples over a whole test split take long on a CPU: use
---max_batches (and/or a smaller --iwae_samples) for a quick look. The
-disentanglement metrics take ~17 min on 2 busy CPU cores, most of it DCI's
-gradient-boosted trees on disentanglement_lib's 10,000 points; the FactorVAE
-score casts 1,000 votes, not its 10,000 (noisier, not biased).
---disentanglement_points=1000 takes ~6 min but lowers DCI (its trees see
-fewer points); results.json notes every such deviation.
+--protocol=standard (the default) takes minutes on 2 CPU cores for every
+preset: the ELBO on the first 10,000 test images, the IWAE bound with K=100
+on the first 1,000, disentanglement metrics on 2,000 points and 500
+FactorVAE votes (keras_vae/report/protocol.py says why). --protocol=paper
+is the published protocol: the whole test split, K=5000 (Burda et al.
+2015), 10,000 points and votes (disentanglement_lib). Flags given
+explicitly override either; results.json's `protocol` records all of them.
 
 --compare DIR1 DIR2 ...: one table and side-by-side figures of several runs
 of one dataset, into --output (default runs/compare-<time>).
 """
 
+import functools
 import os
 import sys
 
@@ -41,17 +46,38 @@ from keras_vae.config import UsageError, default_workdir  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run folder written by train.py (config.json, model.keras).")
+flags.DEFINE_enum(
+    "protocol",
+    "standard",
+    list(report.PROTOCOLS),
+    "How much to evaluate: standard (minutes on 2 CPU cores: 10,000 test images, IWAE K=100 "
+    "on 1,000 of them, 2,000 disentanglement points, 500 FactorVAE votes) or paper (the "
+    "whole test split, K=5000, 10,000 points and votes: hours on a CPU). The flags below "
+    "override it.",
+)
+flags.DEFINE_integer(
+    "test_images",
+    None,
+    "Evaluate the first this many test images (default: the protocol's, 10,000 or all).",
+    lower_bound=1,
+)
+flags.DEFINE_integer(
+    "iwae_images",
+    None,
+    "The IWAE bound on the first this many of them (default: the protocol's).",
+    lower_bound=1,
+)
 flags.DEFINE_integer(
     "iwae_samples",
-    1000,
-    "K of the importance-weighted log-likelihood bound "
-    "(Burda et al. 2015); 0 skips it. Slow on CPU: see --max_batches.",
+    None,
+    "K of the importance-weighted log-likelihood bound (Burda et al. 2015); 0 skips it "
+    "(default: the protocol's, 100 or 5000).",
     lower_bound=0,
 )
 flags.DEFINE_integer(
     "max_batches",
     None,
-    "Evaluate at most this many test batches (default: the whole test split).",
+    "Evaluate at most this many test batches (with --test_images: the fewer).",
     lower_bound=1,
 )
 flags.DEFINE_boolean(
@@ -61,17 +87,17 @@ flags.DEFINE_boolean(
 )
 flags.DEFINE_integer(
     "disentanglement_points",
-    10_000,
+    None,
     "disentanglement_lib's num_train: MIG's points, SAP's and DCI's train points (test "
-    "points: half), the FactorVAE score's variance points. Fewer are quicker but noisier, "
-    "and lower DCI.",
+    "points: half), the FactorVAE score's variance points (default: the protocol's, 2,000 "
+    "or 10,000). Fewer are quicker but noisier, and lower DCI.",
     lower_bound=10,
 )
 flags.DEFINE_integer(
     "factor_vae_votes",
     None,
-    "FactorVAE score: training votes of 64 images each (evaluation votes: half; "
-    "disentanglement_lib: 10,000). Default: 1,000, or --disentanglement_points if fewer.",
+    "FactorVAE score: training votes of 64 images each (evaluation votes: half; default: "
+    "the protocol's, 500 or disentanglement_lib's 10,000).",
     lower_bound=1,
 )
 # The names before the FactorVAE, SAP and DCI metrics joined MIG.
@@ -150,6 +176,9 @@ def main(argv):
         )
     report.evaluate_workdir(
         FLAGS.workdir,
+        protocol=FLAGS.protocol,
+        test_images=FLAGS.test_images,
+        iwae_images=FLAGS.iwae_images,
         iwae_samples=FLAGS.iwae_samples,
         max_batches=FLAGS.max_batches,
         disentanglement=FLAGS.disentanglement,
@@ -162,7 +191,8 @@ def main(argv):
         radius=FLAGS.radius,
         num_directions=FLAGS.num_directions,
         figure_examples=FLAGS.figure_examples,
-        echo=print,  # the table as soon as it is computed, before the figures
+        # The plan first, the table as soon as it is written, then the rest.
+        echo=functools.partial(print, flush=True),
     )
     return 0
 

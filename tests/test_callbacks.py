@@ -1,4 +1,5 @@
-"""LatentSummaries: tags, exact grid sizes, steps, fixed noise, KL ordering."""
+"""LatentSummaries: tags, exact grid sizes, steps, fixed noise, KL ordering, and its
+latent statistics against the model's (KL per dimension, active units)."""
 
 import os
 
@@ -87,12 +88,54 @@ def test_train_and_evaluate_writes_every_tag_with_exact_sizes(tmp_path):
         for tag, size in expected.items():
             assert images[(tag, step)].shape == size + (1,), (tag, step)
         assert values[("latent/kl_per_dim", step)].ndim == 2  # histogram buckets
-        assert 0 <= float(values[("latent/active_units", step)]) <= 2
-        for d in (0, 1):
-            assert float(values[(f"latent/kl_dim_{d:02d}", step)]) >= 0
         # Keras' own validation scalars share the directory (another event file).
         assert ("epoch_loss", step) in values
     assert {step for _, step in images} == {0, 1}
+    # The last epoch's latent statistics are those of the saved model on the
+    # held-out images (the first 64 validation images): recomputed here, the
+    # KL of each dimension (float32 rounding of another batching: 1e-5 rel)
+    # and the active units, Var_x(E_q[z_d]) > 0.01 (Burda et al. 2015). A
+    # callback that counted on other images, another axis or another
+    # threshold would write other numbers.
+    from keras_vae import evaluation, runs
+
+    model = runs.load_run(workdir)[1]
+    held_out, _ = runs.first_examples(runs.load_split(cfg, "validation")[0], 64)
+    kl = evaluation.kl_per_dimension(model, tf.data.Dataset.from_tensor_slices(held_out).batch(64))
+    for d in (0, 1):
+        written = float(values[(f"latent/kl_dim_{d:02d}", 1)])
+        assert written == pytest.approx(kl[d], rel=1e-4, abs=1e-6), d
+    count, variances = evaluation.active_units(np.asarray(model.encode(held_out)[0]))
+    # No dimension is within 2% of the threshold, where rounding could flip it.
+    # (Seen: variances 3e-4 and 8e-5, 0 active units, after 10 steps; the
+    # next test counts on a model with active units.)
+    assert np.all(np.abs(variances - 0.01) > 2e-4), variances
+    assert float(values[("latent/active_units", 1)]) == count
+
+
+def test_active_units_and_kl_scalars_of_a_model_with_known_codes(tmp_path):
+    """Probabilistic PCA as a VAE (tests/test_evaluation.py), exact posterior:
+    mean_d = w_d . (x - b) / M_d with M_d = |w_d|^2 + sigma^2, so on its own
+    data Var_x(mean_d) = |w_d|^2 / M_d = 1 / 1.04 = 0.96, 0.36 / 0.40 = 0.90
+    and 0 (the third column of W is 0): 2 active units of 3, whatever the
+    sample noise of 64 images (~18% relative)."""
+    from test_evaluation import ppca_data, ppca_vae
+
+    from keras_vae import evaluation
+
+    model, held_out = ppca_vae(), ppca_data(64)
+    summaries = callbacks.LatentSummaries(str(tmp_path), held_out)
+    summaries.set_model(model)
+    summaries.write(0)
+    _, values = _read(str(tmp_path))
+    count, variances = evaluation.active_units(np.asarray(model.encode(held_out)[0]))
+    assert count == 2 and variances[2] == pytest.approx(0.0, abs=1e-10)
+    np.testing.assert_allclose(variances[:2], [0.96, 0.90], rtol=0.5)
+    assert float(values[("latent/active_units", 0)]) == 2
+    kl = evaluation.kl_per_dimension(model, tf.data.Dataset.from_tensor_slices(held_out).batch(16))
+    written = [float(values[(f"latent/kl_dim_{d:02d}", 0)]) for d in range(3)]
+    np.testing.assert_allclose(written, kl, rtol=1e-5, atol=1e-6)
+    assert kl[2] == pytest.approx(0.0, abs=1e-6) and kl[0] > kl[1] > 0.5
 
 
 def test_every_and_end_of_training_steps_without_manifold(tmp_path):

@@ -1,6 +1,8 @@
 """Tests for keras_vae.evaluation: IWAE and ELBO against the closed-form
-log-likelihood of probabilistic PCA, chunked streaming, bits/dim, active
-units, KL per dimension and the results files (MIG: tests/test_disentanglement.py)."""
+log-likelihood of probabilistic PCA, chunked streaming, bits/dim,
+active units, KL per dimension and the results files (MIG:
+tests/test_disentanglement.py; test subsets and the 8-bit bits/dim of a
+dequantized density: tests/test_protocol.py)."""
 
 import json
 import math
@@ -13,7 +15,7 @@ import tensorflow as tf
 from scipy import stats
 from scipy.special import logsumexp
 
-from keras_vae import evaluation
+from keras_vae import evaluation, report
 from keras_vae.models import VAE
 
 # -- Probabilistic PCA written as a VAE ---------------------------------------
@@ -289,8 +291,10 @@ def test_evaluate_model_on_a_dataset_with_labels(data, tmp_path):
     with open(path) as f:
         loaded = json.load(f)
     assert loaded["iwae_nll"] == pytest.approx(results["iwae_nll"])
-    table = evaluation.format_table(results)
+    table = report.format_table(results)
     print(table)
+    # Its former home still answers (tests/test_ae.py, test_disentanglement.py).
+    assert evaluation.format_table is report.format_table
     assert "ELBO" in table and "IWAE NLL" in table and "bits/dim" in table
     assert f"{results['iwae_bits_per_dim']:.4f}" in table
 
@@ -376,7 +380,7 @@ def test_no_bound_model_gets_reconstruction_at_the_mean_and_a_note(data):
     # The third PPCA dimension is collapsed: its codes do not vary.
     assert results["active_units"] == 2
     np.testing.assert_allclose(results["latent_means"], z.mean(axis=0), atol=1e-5)
-    assert "note: " + evaluation.NO_BOUND_NOTE in evaluation.format_table(results)
+    assert "note: " + evaluation.NO_BOUND_NOTE in report.format_table(results)
 
 
 # -- A conditional model: bounds on log p(x|y) -------------------------------
@@ -469,9 +473,9 @@ def test_conditional_model_bounds_log_p_x_given_y_with_its_labels():
     with pytest.raises(ValueError, match=r"needs \(images, labels\) batches"):
         evaluation.evaluate_model(model, tf.data.Dataset.from_tensor_slices(x).batch(16))
     # The table says what is bounded.
-    table = evaluation.format_table({**results, "conditioned_on": "label"})
+    table = report.format_table({**results, "conditioned_on": "label"})
     assert "ELBO (<= log p(x|y)) [nats]" in table and "IWAE NLL (-log p(x|y))" in table
     assert "KL(q(z|x,y) || p(z))" in table and "conditioned on (y)" in table
     assert "p(x))" not in table and "note: Conditional model" in table
-    unconditional = evaluation.format_table({"elbo": -1.0, "iwae_nll": 2.0})
+    unconditional = report.format_table({"elbo": -1.0, "iwae_nll": 2.0})
     assert "ELBO (<= log p(x)) [nats]" in unconditional and "p(x|y)" not in unconditional

@@ -1,5 +1,7 @@
 """Tests for keras_vae.report: the real `evaluate.py` end to end on tiny trained
-runs (results.json, every figure, --compare), its errors, and strict JSON out."""
+runs (its plan, results.json against precise references, the table it prints,
+TensorBoard's Projector and HParams entries, every figure, --compare), its
+errors, and strict JSON out."""
 
 import json
 import math
@@ -10,15 +12,20 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
+from evaluate_helpers import bound_references, check_bounds, check_printed_table
 from PIL import Image
+from tensorboard.backend.event_processing import event_accumulator
 
 from keras_vae import baselines, evaluation, latent_grids, plots, report
 from keras_vae import runs as runs_lib  # `runs` is the fixture of trained runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVALUATE = os.path.join(REPO, "evaluate.py")
-# Quick settings: one batch of 16 test images, K = 8, MIG on 500 points.
-SMALL = ["--iwae_samples=8", "--max_batches=1", "--mig_points=500"]
+# Quick settings: 16 batches of 16 test images (256: enough that a K = 8
+# bound tells from the ELBO, see `test_results_json`), K = 8, MIG on 500 points.
+SMALL = ["--iwae_samples=8", "--max_batches=16", "--mig_points=500"]
+SMALL_IMAGES = 256
 # The shapes preset's conv net with narrow layers, 3 training steps.
 TINY = dict(
     epochs=1, steps_per_epoch=3, validation_steps=1, eval_steps=1, batch_size=16,
@@ -83,25 +90,31 @@ def test_results_json(evaluated):
     workdir, proc = evaluated
     with open(os.path.join(workdir, "results.json")) as f:
         results = json.load(f)
-    assert results["num_examples"] == 16  # --max_batches=1 x batch_size 16
+    assert results["num_examples"] == SMALL_IMAGES  # --max_batches=16 x batch_size 16
+    assert results["iwae_num_examples"] == SMALL_IMAGES
     assert results["iwae_samples"] == 8 and results["latent_dim"] == 2
     assert results["image_shape"] == [64, 64, 1] and results["dataset"] == "shapes"
-    # Units: bits/dim = nats / (64 * 64 * 1 * ln 2).
+    # The standard protocol, changed by the flags given; the time it took.
+    protocol = results["protocol"]
+    assert protocol["name"] == "standard" and protocol["max_batches"] == 16
+    assert protocol["overrides"] == ["disentanglement_points", "iwae_samples", "max_batches"]
+    assert (protocol["test_images"], protocol["iwae_images"]) == (10_000, 1_000)
+    assert protocol["disentanglement_points"] == 500 and protocol["factor_vae_votes"] == 500
+    assert results["timing"]["estimated_seconds"] > 0 and results["timing"]["metrics_seconds"] > 0
+    # Units: bits/dim = nats / (64 * 64 * 1 * ln 2) (Bernoulli: no dequantization).
     dims_ln2 = 64 * 64 * 1 * math.log(2)
     assert results["elbo_bits_per_dim"] == pytest.approx(-results["elbo"] / dims_ln2, rel=1e-12)
     assert results["iwae_bits_per_dim"] == pytest.approx(results["iwae_nll"] / dims_ln2, rel=1e-12)
+    assert "dequantized" not in results and "bits_per_dim_note" not in results
     # ELBO = -(reconstruction + KL); the KL is the sum of its dimensions.
     assert -results["elbo"] == pytest.approx(results["reconstruction"] + results["kl"], rel=1e-6)
     assert len(results["kl_per_dim"]) == 2 and min(results["kl_per_dim"]) >= 0
     assert sum(results["kl_per_dim"]) == pytest.approx(results["kl"], rel=1e-4, abs=1e-5)
-    # ELBO <= L_8 <= log p(x) in expectation (Burda et al. 2015): -ELBO >= IWAE NLL.
-    # Both are Monte Carlo estimates over 16 images (the ELBO with one draw),
-    # so allow noise: for these 3-step models the log-weights of one image have
-    # a standard deviation of ~0.5 nats over draws (measured), so the
-    # single-draw ELBO averaged over 16 images has a standard error of ~0.13
-    # nats; 1 nat is ~8 of them.
-    assert results["iwae_nll"] <= -results["elbo"] + 1.0
-    assert results["iwae_nll"] > 0 and results["elbo"] < 0
+    # The bounds against precise references on the same 256 test images.
+    _, model = runs_lib.load_run(workdir)
+    cfg = runs_lib.read_config(workdir)
+    images, _ = runs_lib.first_examples(runs_lib.load_split(cfg, "test")[0], SMALL_IMAGES)
+    check_bounds(results, bound_references(model, images))
     assert len(results["latent_variances"]) == 2
     assert results["active_units"] == sum(v > 0.01 for v in results["latent_variances"])
     # Every disentanglement metric, on 500 points (SAP/DCI test points and
@@ -113,8 +126,69 @@ def test_results_json(evaluated):
         assert np.isfinite(results[key]) and 0.0 <= results[key] <= 1.0, (key, results[key])
     assert results["mig"] < 0.5 and results["dci_disentanglement"] < 0.9, results
     assert results["mig_points"] == 500
-    # The table on stdout shows the same numbers.
-    assert f"{results['elbo']:.3f}" in proc.stdout and "IWAE NLL" in proc.stdout
+    # The table on stdout shows results.json's numbers, after the plan.
+    check_printed_table(proc.stdout, results)
+
+
+def _scalars(log_dir):
+    """`{tag: [(step, value), ...]}` of the scalars of one TensorBoard run folder."""
+    acc = event_accumulator.EventAccumulator(log_dir, size_guidance={"tensors": 0})
+    acc.Reload()
+    return {
+        tag: [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
+        for tag in acc.Tags()["tensors"]
+        if acc.SummaryMetadata(tag).plugin_data.plugin_name == "scalars"
+    }
+
+
+def test_tensorboard_projector_and_hparams_metrics(evaluated):
+    """evaluate.py's TensorBoard entries, read back as TensorBoard reads them."""
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.projector.projector_plugin import ProjectorPlugin
+    from werkzeug import test as werkzeug_test
+
+    workdir, _ = evaluated
+    tensorboard = os.path.join(workdir, "tensorboard")
+    with open(os.path.join(workdir, "results.json")) as f:
+        results = json.load(f)
+    # HParams: the session folder's scalars at the run's last step (3 steps),
+    # the IWAE NLL and every disentanglement metric, float32 of results.json's.
+    final = _scalars(tensorboard)
+    expected = {"test/iwae_nll": "iwae_nll", "test/iwae_bits_per_dim": "iwae_bits_per_dim"}
+    expected.update({f"disentanglement/{k}": k for k in (
+        "mig", "sap", "dci_disentanglement", "dci_completeness", "dci_informativeness",
+        "factor_vae_score")})  # fmt: skip
+    for tag, key in expected.items():
+        assert final[tag] == [(3, pytest.approx(results[key], rel=1e-6, abs=1e-7))], tag
+    # train.py's own test metrics stay (same step, other tags).
+    assert [step for step, _ in final["test/elbo"]] == [3]
+    # The Projector: the first 1,024 test images, their means by the saved
+    # model, their factors and sprite; listed as a run next to validation.
+    test_dir = os.path.join(tensorboard, "test")
+    cfg = runs_lib.read_config(workdir)
+    _, model = runs_lib.load_run(workdir)
+    images, labels = runs_lib.first_examples(
+        runs_lib.load_split(cfg, "test", with_labels=True)[0], 1024
+    )
+    stored = tf.train.load_checkpoint(os.path.join(test_dir, "latent_mean.ckpt-1"))
+    codes = stored.get_tensor("latent_mean/.ATTRIBUTES/VARIABLE_VALUE")
+    np.testing.assert_allclose(codes, np.asarray(model.encode(images)[0]), rtol=0, atol=1e-5)
+    with open(os.path.join(test_dir, "metadata.tsv")) as f:
+        rows = f.read().splitlines()
+    assert rows[0] == "shape\tscale\torientation\tpos_x\tpos_y" and len(rows) == 1025
+    assert rows[1].split("\t")[1:] == [str(int(labels[k][0])) for k in
+                                       ("scale", "orientation", "pos_x", "pos_y")]  # fmt: skip
+    assert Image.open(os.path.join(test_dir, "sprite.png")).size == (2048, 2048)  # 32 x 64 px
+    mux = plugin_event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(tensorboard)
+    mux.Reload()
+    provider = data_provider.MultiplexerDataProvider(mux, tensorboard)
+    apps = ProjectorPlugin(
+        base_plugin.TBContext(logdir=tensorboard, data_provider=provider, multiplexer=mux)
+    ).get_plugin_apps()
+    listed = werkzeug_test.Client(apps["/runs"]).get("/runs").get_data()
+    assert sorted(json.loads(listed)) == ["test", "validation"]
 
 
 def test_every_figure_with_its_size(evaluated):

@@ -11,8 +11,10 @@ session folder (group "") or in its subfolder named by the group:
   group `validation`: Keras' `TensorBoard`, every epoch;
 - `test/elbo`, `test/reconstruction`, `test/kl`, `test/bits_per_dim`,
   group "": `train_and_evaluate`, at the end of training;
-- `test/iwae_nll`, `disentanglement/mig`, group "": `evaluate.py`, through
-  `write_final_metrics`.
+- `test/iwae_nll`, `test/iwae_bits_per_dim` and, on shapes,
+  `disentanglement/mig`, `/sap`, `/dci_disentanglement`, `/dci_completeness`,
+  `/dci_informativeness`, `/factor_vae_score`, group "": `evaluate.py`,
+  through `write_final_metrics(evaluate_metrics(results))`.
 
 A model that bounds no likelihood (`bounds_likelihood` False, the
 autoencoder) writes no ELBO, KL, bits/dim or IWAE but
@@ -51,6 +53,15 @@ WATCH_ONLY_FIELDS = frozenset(
     }
 )
 VALIDATION = "validation"  # Keras' TensorBoard subfolder of the validation scalars
+# evaluate.py's disentanglement metrics (results.json keys): key, name, what.
+DISENTANGLEMENT_METRICS = (
+    ("mig", "MIG", "Mutual information gap (Chen et al. 2018) of the latent means and the factors"),
+    ("sap", "SAP", "Separated attribute predictability (Kumar et al. 2018)"),
+    ("dci_disentanglement", "DCI disentanglement", "Eastwood & Williams 2018"),
+    ("dci_completeness", "DCI completeness", "Eastwood & Williams 2018"),
+    ("dci_informativeness", "DCI informativeness", "Test accuracy of DCI's trees"),
+    ("factor_vae_score", "FactorVAE score", "Kim & Mnih 2018, majority-vote accuracy"),
+)
 
 
 def hparam_values(config):
@@ -98,10 +109,14 @@ def metrics():
             f"IWAE bound) on the test images, {nats}; written by evaluate.py.",
         ),
         (
-            "disentanglement/mig",
-            "MIG",
-            "Mutual information gap (Chen et al. 2018) of the latent "
-            "means and the factors (shapes only); written by evaluate.py.",
+            "test/iwae_bits_per_dim",
+            "test IWAE bits/dim",
+            "The IWAE NLL in bits per dimension (of 8-bit data for a Gaussian likelihood); "
+            "written by evaluate.py.",
+        ),
+        *(
+            (f"disentanglement/{key}", name, f"{what} (shapes only); written by evaluate.py.")
+            for key, name, what in DISENTANGLEMENT_METRICS
         ),
     ]
     return [
@@ -162,3 +177,12 @@ def final_metrics(results):
     """`test/<key>` values of `train_and_evaluate`'s results (the numbers only)."""
     keys = ("elbo", "reconstruction", "kl", "bits_per_dim", "reconstruction_per_dim")
     return {f"test/{k}": results[k] for k in keys if k in results}
+
+
+def evaluate_metrics(results):
+    """The HParams metrics of evaluate.py's results (results.json): `{tag: value}`
+    with `test/iwae_nll`, `test/iwae_bits_per_dim` and the
+    `disentanglement/<key>` of `DISENTANGLEMENT_METRICS` that it has."""
+    tags = {"iwae_nll": "test/iwae_nll", "iwae_bits_per_dim": "test/iwae_bits_per_dim"}
+    tags.update({key: f"disentanglement/{key}" for key, _, _ in DISENTANGLEMENT_METRICS})
+    return {tag: results[key] for key, tag in tags.items() if results.get(key) is not None}

@@ -31,6 +31,7 @@ from keras_vae import baselines, evaluation, grids, latent_grids, likelihoods, p
 from keras_vae import data as data_lib
 from keras_vae import files as files_lib
 from keras_vae.config import UsageError
+from keras_vae.report.protocol import dequantizes
 
 COMPARE_IMAGES = 16  # cells per block of the comparison grids, 4 x 4
 COMPARE_COLUMNS = 4
@@ -232,6 +233,7 @@ def compare_runs(workdirs, output, *, max_batches=None, pca_images=2000, seed=0,
                 run_ds,
                 iwae_samples=0,
                 max_batches=max_batches,
+                dequantize=dequantizes(config),
                 seed=seed,
                 progress=progress,
             )
