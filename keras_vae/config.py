@@ -12,6 +12,9 @@ import json
 import math
 import os
 
+# What a cvae can be conditioned on, per dataset (re-exported).
+from keras_vae.labels import CELEBA_ATTRIBUTES, CONDITIONS  # noqa: F401
+
 
 class UserError(Exception):
     """A problem the user can fix (bad data, missing files). One-line message.
@@ -47,80 +50,20 @@ class Interrupted(UserError):
 # The registries' keys (keras_vae.models.MODELS, keras_vae.networks.NETWORKS,
 # keras_vae.likelihoods.LIKELIHOODS), listed here so config stays at the
 # bottom of the house; tests/test_config.py keeps them in sync.
-MODELS = ("vae", "ae", "beta_tcvae", "iwae", "iaf", "cvae")
-NETWORKS = ("mlp", "conv")
-LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned", "discretized_logistic")
+MODELS = ("vae", "ae", "beta_tcvae", "iwae", "iaf", "cvae", "sequence_vae")
+NETWORKS = ("mlp", "conv", "gru", "lstm")
+LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned", "discretized_logistic", "categorical")
+# Token sequences (the sequence VAE's data), not images; `text:PATH` is one too.
+SEQUENCE_DATASETS = ("strokes", "imdb_reviews")
+SEQUENCE_NETWORKS = ("gru", "lstm")
+TOKENS = ("char", "word")
+TEXT_PREFIX = "text:"
 BETA_SCHEDULES = ("constant", "linear", "cyclical")
 TC_ESTIMATORS = ("mws", "mss")
 
-# CelebA's 40 binary attributes, in the order of tfds' feature dict (sorted):
-# a cvae's multi-hot condition vector (tests/test_cvae.py checks the mock data).
-CELEBA_ATTRIBUTES = (
-    "5_o_Clock_Shadow",
-    "Arched_Eyebrows",
-    "Attractive",
-    "Bags_Under_Eyes",
-    "Bald",
-    "Bangs",
-    "Big_Lips",
-    "Big_Nose",
-    "Black_Hair",
-    "Blond_Hair",
-    "Blurry",
-    "Brown_Hair",
-    "Bushy_Eyebrows",
-    "Chubby",
-    "Double_Chin",
-    "Eyeglasses",
-    "Goatee",
-    "Gray_Hair",
-    "Heavy_Makeup",
-    "High_Cheekbones",
-    "Male",
-    "Mouth_Slightly_Open",
-    "Mustache",
-    "Narrow_Eyes",
-    "No_Beard",
-    "Oval_Face",
-    "Pale_Skin",
-    "Pointy_Nose",
-    "Receding_Hairline",
-    "Rosy_Cheeks",
-    "Sideburns",
-    "Smiling",
-    "Straight_Hair",
-    "Wavy_Hair",
-    "Wearing_Earrings",
-    "Wearing_Hat",
-    "Wearing_Lipstick",
-    "Wearing_Necklace",
-    "Wearing_Necktie",
-    "Young",
-)
-# What a cvae can be conditioned on (--condition), per dataset: name ->
-# (size, multi_hot). A one-hot condition is a class id in [0, size); the
-# multi-hot `attributes` is CelebA's 40 attributes at once. The first entry
-# is the dataset's default. Names are the data's label names (shapes: its
-# factors, tests/test_cvae.py checks the sizes against keras_vae.data.shapes).
-CONDITIONS = {
-    "shapes": {
-        "shape": (3, False),
-        "scale": (6, False),
-        "orientation": (40, False),
-        "pos_x": (32, False),
-        "pos_y": (32, False),
-    },
-    "mnist": {"label": (10, False)},
-    "fashion_mnist": {"label": (10, False)},
-    "cifar10": {"label": (10, False)},
-    "svhn_cropped": {"label": (10, False)},
-    "celeb_a": {
-        "attributes": (len(CELEBA_ATTRIBUTES), True),
-        **{name: (2, False) for name in CELEBA_ATTRIBUTES},
-    },
-}
 # Datasets with a preset; `folder:PATH` uses the `folder` preset.
-DATASETS = ("shapes", "mnist", "fashion_mnist", "cifar10", "celeb_a", "svhn_cropped", "frey_faces")
+DATASETS = ("shapes", "mnist", "fashion_mnist", "cifar10", "celeb_a", "svhn_cropped", "frey_faces",
+            *SEQUENCE_DATASETS)
 FOLDER_PREFIX = "folder:"
 
 
@@ -136,7 +79,9 @@ class Config:
 
     # Data.
     dataset: str = _field("shapes", "shapes (built in), mnist, fashion_mnist, cifar10, "
-                          "svhn_cropped, celeb_a, frey_faces, or folder:PATH (your images)")
+                          "svhn_cropped, celeb_a, frey_faces, or folder:PATH (your images); "
+                          "token sequences: strokes (built in), imdb_reviews, or text:PATH "
+                          "(a text file, one sequence per line)")
     data_dir: str | None = _field(None, "TensorFlow Datasets data_dir; also where "
                                   "frey_rawface.mat is looked for")
     download: bool = _field(False, "let tfds download a missing dataset (needs network)")
@@ -145,16 +90,24 @@ class Config:
     image_size: int | None = _field(None, "resize images to this square size (default: the "
                                     "dataset's own)")
     binarize: bool = _field(False, "dynamic binarization: a fresh Bernoulli draw every epoch")
+    tokens: str = _field("char", "text data: char or word tokens")
+    max_length: int | None = _field(None, "sequence data: tokens per sequence with its end "
+                                    "token; longer ones are cut (default: the dataset's)")
+    vocab_size: int = _field(10000, "text data: most frequent tokens kept (the rest are <unk>)")
     # Model.
     model: str = _field("vae", f"the model variant: {', '.join(MODELS)}")
-    network: str = _field("conv", "the networks: mlp (fully connected) or conv")
+    network: str = _field("conv", "the networks: mlp (fully connected) or conv; gru or lstm "
+                          "for sequences")
     latent_dim: int = _field(10, "size of the latent code z")
     widths: tuple[int, ...] | None = _field(None, "layer widths, e.g. 32,64,128 (conv: one "
                                             "stride-2 layer each) or 512,256 (mlp)")
     dense_units: int = _field(256, "conv: width of the dense layer next to z")
+    rnn_units: int = _field(256, "gru/lstm: width of the encoder's and decoder's RNN")
+    embedding_dim: int = _field(64, "gru/lstm: width of the token embedding")
+    bidirectional: bool = _field(True, "gru/lstm: the encoder reads the sequence both ways")
     likelihood: str = _field("bernoulli", "bernoulli, gaussian (fixed --gaussian_sigma), "
                              "gaussian_learned (sigma-VAE) or discretized_logistic (8-bit, "
-                             "exact bits/dim)")
+                             "exact bits/dim); categorical for token sequences")
     gaussian_sigma: float = _field(0.1, "gaussian likelihood: its fixed sigma, in [0, 1] pixel "
                                    "units")
     per_channel_scale: bool = _field(False, "gaussian_learned: one sigma per channel")
@@ -176,6 +129,8 @@ class Config:
     iaf_steps: int = _field(2, "iaf: inverse autoregressive flow steps T (0 is the VAE's "
                             "Gaussian posterior)")
     iaf_units: int = _field(64, "iaf: hidden width of each flow step's MADE")
+    word_dropout: float = _field(0.0, "sequence_vae: fraction of the decoder's input tokens "
+                                 "replaced by <unk> in training (Bowman et al. 2016)")
     condition: str | None = _field(
         None,
         "cvae: the label the model is conditioned on: label "
@@ -226,7 +181,14 @@ class Config:
 
     @property
     def preset_name(self):
-        return "folder" if self.dataset.startswith(FOLDER_PREFIX) else self.dataset
+        if self.dataset.startswith(FOLDER_PREFIX):
+            return "folder"
+        return "text" if self.dataset.startswith(TEXT_PREFIX) else self.dataset
+
+    @property
+    def is_sequence(self):
+        """True when the data are token sequences (the sequence VAE's)."""
+        return self.preset_name in (*SEQUENCE_DATASETS, "text")
 
     @property
     def condition_spec(self):
@@ -314,6 +276,16 @@ PRESETS = {
                        batch_size=100, epochs=200),
     "folder": dict(network="conv", latent_dim=128, image_size=64,
                    likelihood="discretized_logistic", epochs=20),
+    # Token sequences: Bowman et al.'s VAE-RNN with KL annealing and word dropout.
+    "strokes": dict(model="sequence_vae", network="gru", likelihood="categorical",
+                    latent_dim=16, rnn_units=128, embedding_dim=32, epochs=15,
+                    steps_per_epoch=200, validation_steps=10, eval_steps=40,
+                    learning_rate=3e-3, beta_schedule="linear", word_dropout=0.5),
+    "text": dict(model="sequence_vae", network="gru", likelihood="categorical", latent_dim=32,
+                 max_length=64, epochs=20, beta_schedule="linear", word_dropout=0.25),
+    "imdb_reviews": dict(model="sequence_vae", network="gru", likelihood="categorical",
+                         latent_dim=32, tokens="word", max_length=40, epochs=10,
+                         beta_schedule="linear", word_dropout=0.25),
 }
 
 
@@ -338,7 +310,7 @@ def validate(config):
     if config.preset_name not in PRESETS:
         raise UsageError(
             f"Unknown dataset {config.dataset!r}. Use one of {', '.join(DATASETS)}, "
-            f"or {FOLDER_PREFIX}PATH for a folder of images."
+            f"{FOLDER_PREFIX}PATH for a folder of images or {TEXT_PREFIX}PATH for a text file."
         )
     if config.dataset.startswith(FOLDER_PREFIX) and not config.dataset[len(FOLDER_PREFIX):]:
         raise UsageError(
@@ -347,13 +319,8 @@ def validate(config):
     for name in ("latent_dim", "epochs", "batch_size", "dense_units", "beta_cycles", "image_every",
                  "backup_every_steps", "max_consecutive_skips", "iwae_k", "iaf_units"):
         _positive_int(name, getattr(config, name))
-    for name in (
-        "steps_per_epoch",
-        "validation_steps",
-        "eval_steps",
-        "image_size",
-        "log_every_steps",
-    ):
+    for name in ("steps_per_epoch", "validation_steps", "eval_steps", "image_size",
+                 "log_every_steps", "max_length"):
         _positive_int(name, getattr(config, name), allow_none=True)
     if config.warmup_steps is not None and (
         not isinstance(config.warmup_steps, int) or config.warmup_steps < 0
@@ -397,9 +364,8 @@ def validate(config):
             f"--tc_estimator must be one of {', '.join(TC_ESTIMATORS)}. "
             f"Received: {config.tc_estimator!r}."
         )
-    if not config.tc_weight >= 0:
-        raise UsageError(f"--tc_weight must be >= 0. Received: {config.tc_weight!r}.")
     _check_condition(config)
+    _check_sequence(config)
     if config.model == "iwae" and (
         config.beta != 1 or config.free_bits > 0 or config.beta_schedule != "constant"
     ):
@@ -419,12 +385,12 @@ def validate(config):
             "--model=beta_tcvae estimates q(z) from the other images of a batch: use "
             "--batch_size of 2 or more (64 or more for good estimates)."
         )
-    if not config.free_bits >= 0:
-        raise UsageError(f"--free_bits must be >= 0. Received: {config.free_bits!r}.")
-    if not config.learning_rate > 0:
-        raise UsageError(f"--learning_rate must be > 0. Received: {config.learning_rate!r}.")
-    if not config.gaussian_sigma > 0:
-        raise UsageError(f"--gaussian_sigma must be > 0. Received: {config.gaussian_sigma!r}.")
+    for name, low in (("tc_weight", 0), ("free_bits", 0), ("learning_rate", None),
+                      ("gaussian_sigma", None), ("word_dropout", 0)):
+        value = getattr(config, name)
+        if not (value >= 0 if low == 0 else value > 0) or (name == "word_dropout" and value > 1):
+            bound = "in [0, 1]" if name == "word_dropout" else ">= 0" if low == 0 else "> 0"
+            raise UsageError(f"--{name} must be {bound}. Received: {value!r}.")
     if not 0 < config.cycle_ratio <= 1:
         raise UsageError(f"--cycle_ratio must be in (0, 1]. Received: {config.cycle_ratio!r}.")
     if config.widths is not None and (
@@ -444,6 +410,45 @@ def validate(config):
     if config.dataset == "frey_faces" and config.image_size is not None:
         raise UsageError("--image_size is not available for frey_faces (28x20 images). Drop it.")
     return config
+
+
+def _check_sequence(config):
+    """Token sequences go with the sequence VAE, its RNNs and `categorical`; images
+    with the rest."""
+    if not config.is_sequence:
+        for name, value, bad in (
+            ("model", config.model, ("sequence_vae",)),
+            ("network", config.network, SEQUENCE_NETWORKS),
+            ("likelihood", config.likelihood, ("categorical",)),
+        ):
+            if value in bad:
+                raise UsageError(
+                    f"--{name}={value} is for token sequences, and {config.dataset} holds "
+                    f"images: use --dataset=strokes, imdb_reviews or text:PATH, or another "
+                    f"--{name}."
+                )
+        return
+    if config.dataset.startswith(TEXT_PREFIX) and not config.dataset[len(TEXT_PREFIX):]:
+        raise UsageError("--dataset=text: needs a path, e.g. --dataset=text:/data/lines.txt.")
+    if config.model != "sequence_vae":
+        raise UsageError(
+            f"--model={config.model} works on images; {config.dataset} holds token sequences: "
+            "use --model=sequence_vae (the preset's)."
+        )
+    for name, value, allowed in (
+        ("network", config.network, SEQUENCE_NETWORKS),
+        ("likelihood", config.likelihood, ("categorical",)),
+        ("tokens", config.tokens, TOKENS),
+    ):
+        if value not in allowed:
+            raise UsageError(
+                f"--{name}={value} does not apply to token sequences: use "
+                f"{' or '.join(allowed)}."
+            )
+    for name in ("vocab_size", "rnn_units", "embedding_dim"):
+        _positive_int(name, getattr(config, name))
+    if config.max_length == 1:
+        raise UsageError("--max_length must be >= 2 (a token and the end token). Received: 1.")
 
 
 def _check_condition(config):
@@ -483,9 +488,12 @@ def resolve(dataset="shapes", **overrides):
 
 
 def default_workdir(dataset, now=None):
-    """`runs/<dataset>-<YYYYmmdd-HHMMSS>`; a folder dataset is named after its folder."""
+    """`runs/<dataset>-<YYYYmmdd-HHMMSS>`; a folder (text file) dataset is named after
+    its folder (file)."""
     stamp = (now or datetime.datetime.now()).strftime("%Y%m%d-%H%M%S")
     name = dataset
-    if dataset.startswith(FOLDER_PREFIX):
-        name = "folder-" + os.path.basename(os.path.normpath(dataset[len(FOLDER_PREFIX):]))
+    for prefix in (FOLDER_PREFIX, TEXT_PREFIX):
+        if dataset.startswith(prefix):
+            path = os.path.normpath(dataset[len(prefix):])
+            name = prefix[:-1] + "-" + os.path.splitext(os.path.basename(path))[0]
     return os.path.join("runs", f"{name}-{stamp}")

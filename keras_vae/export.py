@@ -312,6 +312,15 @@ def _signature_fns(model):
     }
 
 
+def signatures_of(model):
+    """The signature names `model` exports, `serving_default`'s first."""
+    if getattr(model, "is_sequence", False):
+        from keras_vae import sequence_export
+
+        return sequence_export.SIGNATURES
+    return SIGNATURES
+
+
 def build_export_archive(model):
     """A `keras.export.ExportArchive` of `model` with the signatures of this module.
 
@@ -320,8 +329,13 @@ def build_export_archive(model):
     """
     archive = keras.export.ExportArchive()
     archive.track(model)
-    fns = _signature_fns(model)
-    for name in SIGNATURES:
+    if getattr(model, "is_sequence", False):  # token ids in and out
+        from keras_vae import sequence_export
+
+        fns = sequence_export.signature_fns(model, _check_shape)
+    else:
+        fns = _signature_fns(model)
+    for name in signatures_of(model):
         fn, input_signature = fns[name]
         archive.add_endpoint(name, fn, input_signature=input_signature)
     return archive
@@ -381,7 +395,8 @@ def export_saved_model(model, export_dir):
     with _quiet_saving():
         archive = build_export_archive(model)
         files.replace_dir(export_dir, lambda tmp: archive.write_out(tmp, verbose=False))
-    logging.info("Exported the SavedModel (%s) to %s.", ", ".join(SIGNATURES), export_dir)
+    names = ", ".join(signatures_of(model))
+    logging.info("Exported the SavedModel (%s) to %s.", names, export_dir)
     return export_dir
 
 
@@ -412,7 +427,7 @@ def _main(argv):
     if not workdir:
         raise UsageError("--workdir is required: the run folder that holds model.keras.")
     export_dir = export_workdir(workdir)
-    print(f"Exported {', '.join(SIGNATURES)} (serving_default = reconstruct) to {export_dir}")
+    print(f"Exported the SavedModel (serving_default = reconstruct) to {export_dir}")
     return 0
 
 

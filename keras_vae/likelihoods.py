@@ -138,6 +138,31 @@ def discretized_logistic_log_prob(x, mean, log_scale, num_bins=256):
     return _sum_per_example(log_prob)
 
 
+def categorical_log_prob(x, logits, pad_id=0):
+    """Categorical log-likelihood of token sequences, padding masked out.
+
+    log p(x | l) = sum_t [x_t != pad] * (l_{t, x_t} - logsumexp_v l_{t, v}),
+    the teacher-forced sequence likelihood of Bowman et al. 2016 (eq. 1 with
+    the decoder's softmax), computed from logits (a log-softmax, never a
+    log of probabilities). Positions after the end token hold `pad_id` and
+    add nothing; the end token itself is scored.
+
+    Args:
+        x: `(batch, T)` int token ids.
+        logits: `(batch, T, V)` unnormalised log-probabilities.
+        pad_id: the padding id.
+
+    Returns:
+        `(batch,)` log-likelihood in nats.
+    """
+    (logits,) = _float(logits)
+    x = ops.cast(x, "int32")
+    log_probs = logits - ops.logsumexp(logits, axis=-1, keepdims=True)  # (B, T, V)
+    picked = ops.take_along_axis(log_probs, ops.expand_dims(x, -1), axis=-1)[..., 0]  # (B, T)
+    mask = ops.cast(ops.not_equal(x, pad_id), picked.dtype)
+    return ops.sum(picked * mask, axis=-1)
+
+
 def gaussian_kl_per_dim(mean, log_var):
     """KL(N(mean, exp(log_var)) || N(0, 1)) for each latent dimension.
 
@@ -337,8 +362,34 @@ class DiscretizedLogistic(Likelihood):
         return {"num_bins": self.num_bins, "min_log_scale": self.min_log_scale}
 
 
+class Categorical(Likelihood):
+    """Token sequences under a per-position softmax; the decoder outputs logits
+    `(batch, T, V)` over the vocabulary, and padding (id 0) is not scored.
+
+    `mean` is the most likely token at each position (under teacher forcing:
+    the decoder saw the true prefix); a free-running sequence comes from the
+    sequence model's greedy `decode`.
+    """
+
+    name = "categorical"
+    num_params = 1
+
+    def log_prob(self, x, params):
+        return categorical_log_prob(x, params)
+
+    def mean(self, params):
+        return ops.cast(ops.argmax(params, axis=-1), "int32")
+
+    def sample(self, params, seed=None):
+        (logits,) = _float(params)
+        flat = ops.reshape(logits, (-1, ops.shape(logits)[-1]))
+        draws = keras.random.categorical(flat, 1, seed=seed)
+        return ops.cast(ops.reshape(draws, ops.shape(logits)[:-1]), "int32")
+
+
 LIKELIHOODS = {
-    cls.name: cls for cls in (Bernoulli, Gaussian, GaussianLearned, DiscretizedLogistic)
+    cls.name: cls
+    for cls in (Bernoulli, Gaussian, GaussianLearned, DiscretizedLogistic, Categorical)
 }
 
 

@@ -215,6 +215,16 @@ def _expected_weights(config, model):
     model's latent size, likelihood, image shape and condition size (the
     condition is compared on its own); None if they cannot be built."""
     condition = _condition_of(model)
+    if getattr(model, "is_sequence", False):  # small RNNs: build them and count
+        from keras_vae.sequence_networks import build_sequence_networks
+
+        try:
+            encoder, decoder = build_sequence_networks(
+                config, int(model.max_length), int(model.vocab_size)
+            )
+        except (ValueError, AttributeError):
+            return None
+        return encoder.count_params() + decoder.count_params()
     try:
         params, _ = networks.estimate_size(
             tuple(model.image_shape),
@@ -257,6 +267,8 @@ def model_differences(config, model):
             found[field] = (getattr(model, field), getattr(config, field))
     if config.image_size is not None:
         found["image_size"] = (model.image_shape[:2], (config.image_size, config.image_size))
+    if getattr(model, "is_sequence", False):
+        found["word_dropout"] = (model.word_dropout, config.word_dropout)
     found["weights"] = (network_weights(model), _expected_weights(config, model))
     return [(k, m, c) for k, (m, c) in found.items() if m != c]
 

@@ -87,10 +87,11 @@ def test_default_workdir():
 def test_name_lists_are_the_registries_keys():
     # config.py sits at the bottom of the house and cannot import the
     # registries; this keeps its lists equal to them.
-    from keras_vae import likelihoods, models, networks
+    from keras_vae import likelihoods, models, networks, sequence_networks
 
     assert config_lib.MODELS == tuple(models.MODELS)
-    assert config_lib.NETWORKS == tuple(networks.NETWORKS)
+    assert config_lib.NETWORKS == tuple(networks.NETWORKS) + sequence_networks.RNNS
+    assert config_lib.SEQUENCE_NETWORKS == sequence_networks.RNNS
     assert config_lib.LIKELIHOODS == tuple(likelihoods.LIKELIHOODS)
     assert models.get("vae") is keras_vae.VAE
 

@@ -16,8 +16,8 @@ def test_bad_arguments_are_usage_errors():
     with pytest.raises(
         UsageError,
         match="Unknown dataset 'imagenet'. Expected one of: shapes, "
-        "mnist, fashion_mnist, cifar10, svhn_cropped, celeb_a, frey_faces, or "
-        "folder:PATH.",
+        "mnist, fashion_mnist, cifar10, svhn_cropped, celeb_a, frey_faces, strokes, "
+        "imdb_reviews, folder:PATH or text:PATH.",
     ):
         data.load("imagenet", "train", batch_size=8)
     with pytest.raises(UsageError, match="Received: split='valid'"):
@@ -35,6 +35,8 @@ def test_bad_arguments_are_usage_errors():
         "celeb_a",
         "svhn_cropped",
         "frey_faces",
+        "strokes",
+        "imdb_reviews",
     }
 
 

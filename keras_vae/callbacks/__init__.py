@@ -13,9 +13,13 @@ What `train_and_evaluate` writes under `workdir/tensorboard`, and where:
 - the folder itself, HParams: the config and the metric list at the start
   (`write_hparams`), `test/...` scalars at the end (`write_final_metrics`).
 
-Modules: `images` (LatentSummaries), `scalars` (StepScalars), `projector`,
-`hparams`, and `guards` (NonFiniteGuard, PreemptionGuard: stop a run
-before it keeps a state not worth keeping).
+- `validation`, Images or Text: a sequence model's `sequences/...`
+  (`SequenceSummaries`) instead of the image grids.
+
+Modules: `images` (LatentSummaries), `sequences` (SequenceSummaries),
+`scalars` (StepScalars), `projector`, `hparams`, and `guards`
+(NonFiniteGuard, PreemptionGuard: stop a run before it keeps a state not
+worth keeping).
 """
 
 from keras_vae.callbacks.guards import (
@@ -42,11 +46,13 @@ from keras_vae.callbacks.projector import (
     write_projector,
 )
 from keras_vae.callbacks.scalars import StepScalars
+from keras_vae.callbacks.sequences import SequenceSummaries
 
 __all__ = [
     "MAX_KL_SCALARS",
     "Diverged",
     "LatentSummaries",
+    "SequenceSummaries",
     "NonFiniteGuard",
     "Preempted",
     "PreemptionGuard",

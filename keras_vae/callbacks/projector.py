@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins import projector
 
-from keras_vae import files
+from keras_vae import files, sequence_views
 from keras_vae.data import condition_labels, shapes
 from keras_vae.latent_grids import encode_means
 
@@ -65,7 +65,7 @@ def metadata_columns(labels, dataset):
     columns = {}
     for name, values in labels.items():
         values = np.asarray(values).reshape(-1)
-        if dataset == "shapes" and name == "shape":
+        if dataset in ("shapes", "strokes") and name == "shape":
             columns[name] = [shapes.SHAPE_NAMES[int(v)] for v in values]
         elif dataset in _DIGIT_DATASETS and name == "label":
             columns["digit"] = [int(v) for v in values]
@@ -212,6 +212,12 @@ def write_latent_projector(model, log_dir, images, metadata=None, condition=None
     """
     labels = condition if getattr(model, "conditional", False) else None
     codes = encode_means(model, images, labels)
+    if getattr(model, "is_sequence", False):  # token ids: drawn, or shown as text
+        if sequence_views.is_drawing(model):
+            images = sequence_views.as_images(images)
+        else:
+            metadata = {**(metadata or {}), "text": sequence_views.as_text(model, images)}
+            images = None
     return write_projector(log_dir, codes, images, metadata)
 
 

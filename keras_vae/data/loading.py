@@ -11,8 +11,11 @@ import tensorflow as tf
 from keras_vae.config import UsageError
 from keras_vae.data import folder, frey, pipeline, shapes, tfds_sources
 
-# The known dataset names; `folder:PATH` is accepted as well.
-DATASETS = ("shapes", *tfds_sources.TFDS_DATASETS, "frey_faces")
+# The known dataset names; `folder:PATH` and `text:PATH` are accepted as well.
+# `strokes`, `imdb_reviews` and `text:PATH` are token sequences (`data.tokens`).
+SEQUENCE_DATASETS = ("strokes", "imdb_reviews")
+DATASETS = ("shapes", *tfds_sources.TFDS_DATASETS, "frey_faces", *SEQUENCE_DATASETS)
+TEXT_PREFIX = "text:"
 SPLITS = ("train", "validation", "test")
 
 
@@ -40,6 +43,9 @@ def load(
     drop_remainder: bool = False,
     channels: int | None = None,
     cache: bool | str = True,
+    tokens: str = "char",
+    max_length: int | None = None,
+    vocab_size: int = 10000,
 ) -> tuple[tf.data.Dataset, pipeline.DatasetInfo]:
     """Loads one split of a dataset as batches of float32 images in [0, 1].
 
@@ -78,6 +84,14 @@ def load(
             train at 64 x 64: 2.0 GB); a str caches them in files with that
             path prefix (the dataset, split and shape are appended); False
             decodes every epoch again.
+        tokens: `text:PATH`: `"char"` or `"word"` tokens (`imdb_reviews`: words).
+        max_length: Sequence datasets: tokens per example with the end token
+            (None: the dataset's default).
+        vocab_size: Text: the most frequent tokens kept, the rest are UNK.
+
+    Sequence datasets (`strokes`, `imdb_reviews`, `text:PATH`) yield int32
+    token ids `(B, max_length)` instead of images (`info.vocabulary` names
+    them), through the same tail.
 
     Returns:
         `(dataset, info)`: batches of float32 images (B, H, W, C) with static
@@ -88,9 +102,19 @@ def load(
         DatasetNotFoundError: The dataset is not on disk (and not downloaded).
         DataError: A folder or file that is missing, empty or unreadable.
     """
-    if not isinstance(name, str) or (name not in DATASETS and not name.startswith(folder.PREFIX)):
+    is_text = isinstance(name, str) and name.startswith(TEXT_PREFIX)
+    if not isinstance(name, str) or (
+        name not in DATASETS and not name.startswith(folder.PREFIX) and not is_text
+    ):
         known = ", ".join(DATASETS)
-        raise UsageError(f"Unknown dataset {name!r}. Expected one of: {known}, or folder:PATH.")
+        raise UsageError(
+            f"Unknown dataset {name!r}. Expected one of: {known}, folder:PATH or text:PATH."
+        )
+    sequences = is_text or name in SEQUENCE_DATASETS
+    if sequences and (image_size is not None or binarize):
+        raise UsageError(
+            f"{name} holds token sequences, not images: drop image_size and binarize."
+        )
     if split not in SPLITS:
         raise UsageError(
             f"Expected split to be one of {', '.join(SPLITS)}. Received: split={split!r}"
@@ -112,6 +136,28 @@ def load(
 
     if name == "shapes":
         source = shapes.make_source(split, image_size=image_size)
+    elif name == "strokes":
+        from keras_vae.data import strokes
+
+        source = strokes.make_source(split, max_length=max_length)
+    elif sequences:
+        from keras_vae.data import text
+
+        lengths = {} if max_length is None else {"max_length": max_length}
+        if is_text:
+            path = name[len(TEXT_PREFIX):]
+            if not path.strip():
+                raise UsageError(
+                    f"Expected text:PATH with the path of a text file. Received: {name!r}"
+                )
+            source = text.make_source(
+                path, split, tokens=tokens, vocab_size=vocab_size, **lengths
+            )
+        else:
+            source = text.make_tfds_source(
+                name, split, tokens="word", vocab_size=vocab_size, data_dir=data_dir,
+                download=download, **lengths,
+            )
     elif is_folder:
         source = folder.make_source(
             name,
@@ -194,6 +240,7 @@ def load_for_config(
         with_labels=with_labels or with_condition,
         repeat=repeat,
         drop_remainder=drop_remainder,
+        **sequence_options(config),
     )
     if with_condition and not with_labels:
         ds = ds.map(
@@ -202,3 +249,11 @@ def load_for_config(
             deterministic=True,
         )
     return ds, info
+
+
+def sequence_options(config):
+    """`load`'s sequence arguments from a config (none for image data)."""
+    if not config.is_sequence:
+        return {}
+    return {"tokens": config.tokens, "max_length": config.max_length,
+            "vocab_size": config.vocab_size}

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import re
 from collections.abc import Callable
@@ -68,14 +69,24 @@ class DatasetInfo:
             `()` when the dataset has no labels.
         binary: True when the source pixels are binary (the `shapes` data), so
             a Bernoulli likelihood is exact and binarization is a no-op.
+        vocabulary: For a sequence dataset, its tokens by id (the first four
+            are `keras_vae.data.tokens.SPECIAL_TOKENS`); its examples are then
+            int32 token ids of shape `image_shape` = `(max_length,)`, not
+            images. `()` for image datasets.
     """
 
     name: str
     split: str
-    image_shape: tuple[int, int, int]
+    image_shape: tuple[int, ...]
     num_examples: int
     label_names: tuple[str, ...]
     binary: bool
+    vocabulary: tuple[str, ...] = ()
+
+    @property
+    def is_sequence(self):
+        """True for token sequences (`vocabulary` given), False for images."""
+        return bool(self.vocabulary)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,10 +132,11 @@ def derive_seed(seed: int, purpose: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def shuffle_buffer_size(num_examples: int, image_shape: tuple[int, int, int]) -> int:
-    """Examples in the shuffle buffer: all of them if they fit the byte budget."""
-    image_bytes = image_shape[0] * image_shape[1] * image_shape[2]
-    return max(1, min(num_examples, SHUFFLE_BUFFER_BYTES // image_bytes))
+def shuffle_buffer_size(num_examples: int, image_shape: tuple[int, ...]) -> int:
+    """Examples in the shuffle buffer: all of them if they fit the byte budget
+    (counting a byte per pixel, or per token of a sequence)."""
+    example_bytes = math.prod(image_shape)
+    return max(1, min(num_examples, SHUFFLE_BUFFER_BYTES // example_bytes))
 
 
 def cache_filename(prefix: str, name: str, split: str, image_shape, with_labels: bool) -> str:
@@ -134,9 +146,8 @@ def cache_filename(prefix: str, name: str, split: str, image_shape, with_labels:
     dataset, split, image shape and label choice are part of the name.
     """
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
-    height, width, channels = image_shape
     suffix = "-labels" if with_labels else ""
-    filename = f"{prefix}{slug}-{split}-{height}x{width}x{channels}{suffix}"
+    filename = f"{prefix}{slug}-{split}-{'x'.join(map(str, image_shape))}{suffix}"
     directory = os.path.dirname(filename)
     if directory:
         tf.io.gfile.makedirs(directory)
@@ -203,7 +214,9 @@ def tail(
 
     Returns:
         A dataset of float32 batches (B, H, W, C) in [0, 1] with static H, W,
-        C, or `(images, labels)` with labels a dict of int64 (B,).
+        C, or `(images, labels)` with labels a dict of int64 (B,). For a
+        sequence source (`info.vocabulary`), int32 token ids (B, T) as the
+        source yields them (no conversion, no binarization).
     """
     if source.render is None:
         ds = _ordered_stream(source, shuffle, seed, repeat, with_labels, cache)
@@ -212,9 +225,9 @@ def tail(
     ds = ds.batch(
         batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE, deterministic=True
     )
-    if source.render is None:
+    if source.render is None and not source.info.is_sequence:
         ds = _convert(ds, binarize and not source.info.binary, seed, with_labels, repeat)
-    else:
+    elif source.render is not None:
         ds = _render(ds, source, shuffle, with_labels)
     return with_options(ds.prefetch(AUTOTUNE))
 

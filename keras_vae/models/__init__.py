@@ -19,6 +19,7 @@ from keras_vae.models.cvae import CVAE
 from keras_vae.models.iaf import IAF
 from keras_vae.models.iwae import IWAE
 from keras_vae.models.schedules import beta_at
+from keras_vae.models.sequence_vae import SequenceVAE
 from keras_vae.models.vae import VAE
 
 # Name (the `--model` flag, `Config.model`) -> class.
@@ -29,6 +30,7 @@ MODELS = {
     "iwae": IWAE,
     "iaf": IAF,
     "cvae": CVAE,
+    "sequence_vae": SequenceVAE,
 }
 
 
@@ -59,4 +61,7 @@ def register(name, cls):
     return cls
 
 
-__all__ = ["AE", "CVAE", "IAF", "IWAE", "MODELS", "VAE", "BetaTCVAE", "beta_at", "get", "register"]
+__all__ = [
+    "AE", "CVAE", "IAF", "IWAE", "MODELS", "VAE", "BetaTCVAE", "SequenceVAE", "beta_at", "get",
+    "register",
+]

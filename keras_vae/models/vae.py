@@ -68,6 +68,8 @@ class VAE(RunState, LossScaling, keras.Model):
     # A conditional model (`CVAE`) takes `labels` with its images and codes;
     # callers pass `labels=` to the public methods only when this is True.
     conditional = False
+    # A sequence model (`SequenceVAE`) takes token ids `(batch, T)`, not images.
+    is_sequence = False
 
     def __init__(
         self,
@@ -119,15 +121,7 @@ class VAE(RunState, LossScaling, keras.Model):
         self.gaussian_sigma = float(gaussian_sigma)
         self.seed = seed
         self.likelihood_fn = likelihoods_lib.get(likelihood, sigma=self.gaussian_sigma)
-        channels = self.image_shape[-1]
-        expected = self.likelihood_fn.num_params * channels
-        if decoder.output_shape[-1] != expected:
-            raise ValueError(
-                f"Expected a decoder with {expected} output channels for likelihood "
-                f"{likelihood!r} and {channels} image channels. Received: "
-                f"decoder output shape {decoder.output_shape}; build it with "
-                f"build_decoder(..., likelihood={likelihood!r})."
-            )
+        self._check_decoder()
         self.sampling = Sampling(seed=seed, dtype="float32", name="sampling")
         # A second stream for prior samples, so `sample` does not shift the
         # posterior draws of training.
@@ -135,33 +129,12 @@ class VAE(RunState, LossScaling, keras.Model):
             None if seed is None else seed + 1, name="prior_seed_generator"
         )
         # Training steps taken, for the beta schedule; saved with the model.
-        self.kl_step = self.add_weight(
-            shape=(),
-            dtype="int64",
-            initializer="zeros",
-            trainable=False,
-            aggregation="only_first_replica",
-            name="kl_step",
-        )
+        self.kl_step = self._counter("kl_step")
         # Updates skipped because the loss or a gradient was not finite
         # (the LossScaleOptimizer that `compile` installs skips them), in
         # all and in a row; saved with the model.
-        self.skipped_steps = self.add_weight(
-            shape=(),
-            dtype="int64",
-            initializer="zeros",
-            trainable=False,
-            aggregation="only_first_replica",
-            name="skipped_steps",
-        )
-        self.consecutive_skips = self.add_weight(
-            shape=(),
-            dtype="int64",
-            initializer="zeros",
-            trainable=False,
-            aggregation="only_first_replica",
-            name="consecutive_skips",
-        )
+        self.skipped_steps = self._counter("skipped_steps")
+        self.consecutive_skips = self._counter("consecutive_skips")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
@@ -169,6 +142,25 @@ class VAE(RunState, LossScaling, keras.Model):
         self.beta_tracker = LastValue(name="beta")
         self.skipped_tracker = LastValue(name="skipped_steps")
         self.built = True
+
+    def _counter(self, name):
+        """An int64 scalar weight, not trained, saved with the model."""
+        return self.add_weight(
+            shape=(), dtype="int64", initializer="zeros", trainable=False,
+            aggregation="only_first_replica", name=name,
+        )
+
+    def _check_decoder(self):
+        """Raises ValueError when the decoder's output does not fit the likelihood."""
+        channels = self.image_shape[-1]
+        expected = self.likelihood_fn.num_params * channels
+        if self.decoder.output_shape[-1] != expected:
+            raise ValueError(
+                f"Expected a decoder with {expected} output channels for likelihood "
+                f"{self.likelihood!r} and {channels} image channels. Received: decoder "
+                f"output shape {self.decoder.output_shape}; build it with "
+                f"build_decoder(..., likelihood={self.likelihood!r})."
+            )
 
     @property
     def latent_dim(self):
@@ -227,6 +219,11 @@ class VAE(RunState, LossScaling, keras.Model):
         place codes enter the decoder (a conditional model adds its labels)."""
         return self.decoder(z, training=training)
 
+    def _likelihood_params(self, x, z, labels=None, training=False):
+        """The parameters of p(x|z) that score `x`: the decoder's output for `z`
+        (a sequence model also feeds it `x`'s prefix, teacher forcing)."""
+        return self._decoder_outputs(z, labels, training)
+
     def _batch_terms(self, x, y, training):
         """`compute_terms` of a batch `(x, y)` as `fit` hands it over; `y`
         (labels) is used by conditional models only."""
@@ -253,7 +250,7 @@ class VAE(RunState, LossScaling, keras.Model):
             z = self.sampling([mean, log_var])
         else:
             z = mean + ops.exp(0.5 * log_var) * ops.cast(eps, mean.dtype)
-        params = self._decoder_outputs(z, labels, training)
+        params = self._likelihood_params(x, z, labels, training)
         return {
             "log_px": self.likelihood_fn.log_prob(x, params),
             "kl_per_dim": likelihoods_lib.gaussian_kl_per_dim(mean, log_var),
@@ -460,8 +457,8 @@ class VAE(RunState, LossScaling, keras.Model):
             ops.tile(ops.expand_dims(x, 0), (k, 1) + (1,) * len(image_shape)),
             (k * batch,) + image_shape,
         )  # (K*B, H, W, C)
-        params = self._decoder_outputs(
-            ops.reshape(z, (k * batch, latent_dim)), labels, training
+        params = self._likelihood_params(
+            x_flat, ops.reshape(z, (k * batch, latent_dim)), labels, training
         )  # labels (B, ...) serve each block of B codes
         log_px = ops.reshape(
             ops.cast(self.likelihood_fn.log_prob(x_flat, params), mean.dtype), (k, batch)

@@ -39,13 +39,14 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from keras_vae import data, files, models
+from keras_vae import data, evaluation, files, models, sequence_evaluation
 from keras_vae.callbacks import (
     Diverged,
     LatentSummaries,
     NonFiniteGuard,
     Preempted,
     PreemptionGuard,
+    SequenceSummaries,
     StepScalars,
     final_metrics,
     step_of,
@@ -61,7 +62,6 @@ from keras_vae.config import (
     UserError,
     validate,
 )
-from keras_vae.evaluation import bits_per_dim
 from keras_vae.training.checkpoint import (
     BACKUP_DIR,
     SUMMARY_FILE,
@@ -198,7 +198,7 @@ class _Run:
             self.previous = None
         self.start_step = start_step or 0
         logging.info(
-            "Training on %s: %d train / %d validation images of shape %s, "
+            "Training on %s: %d train / %d validation examples of shape %s, "
             "%d epochs of %d steps, batch %d; model %s, distribution %s (%d replicas, %s), "
             "policy %s, XLA %s.",
             config.dataset, self.train_info.num_examples, self.val_info.num_examples,
@@ -255,7 +255,7 @@ class _Run:
         with runtime.strategy.scope():
             self.model = build_model(
                 config, self.image_shape, self.steps_per_epoch, runtime.jit_compile,
-                dataset_size=self.train_info.num_examples,
+                dataset_size=self.train_info.num_examples, vocabulary=self.train_info.vocabulary,
             )
             if not self.model.optimizer.built:  # LossScaleOptimizer.build is not idempotent
                 self.model.optimizer.build(self.model.trainable_variables)
@@ -315,13 +315,7 @@ class _Run:
             backup,
             # Image grids next to the validation scalars, on the first (up to)
             # 64 validation images: fixed, as the split is not shuffled.
-            LatentSummaries(
-                self.path(os.path.join("tensorboard", "validation")),
-                summary_images,
-                condition=summary_condition,
-                every=config.image_every,
-                seed=config.seed,
-            ),
+            self._summaries(summary_images, summary_condition),
         ]
         return [
             NonFiniteGuard(config.max_consecutive_skips),
@@ -329,6 +323,14 @@ class _Run:
             self.preemption,
             *extra,
         ]
+
+    def _summaries(self, examples, condition):
+        config, log_dir = self.config, self.path(os.path.join("tensorboard", "validation"))
+        if config.is_sequence:
+            return SequenceSummaries(log_dir, examples, every=config.image_every, seed=config.seed)
+        return LatentSummaries(
+            log_dir, examples, condition=condition, every=config.image_every, seed=config.seed
+        )
 
     def train(self, extra_callbacks=()):
         config, model, runtime = self.config, self.model, self.runtime
@@ -375,6 +377,16 @@ class _Run:
         test_ds, test_info = load_split(
             config, "test", shuffle=False, repeat=False, drop_remainder=custom_loop
         )
+        # A density on [0, 1] pixels: dequantized images, for 8-bit bits/dim.
+        dequantize = model.bounds_likelihood and config.likelihood in evaluation.DENSITY_LIKELIHOODS
+
+        def dequantized(i, batch):  # x + u / 255, u ~ U(-1/2, 1/2), as `evaluation.dequantized`
+            x, *rest = batch if isinstance(batch, tuple) else (batch,)
+            seed = tf.stack([tf.constant(config.seed, tf.int64), i])
+            x += tf.random.stateless_uniform(tf.shape(x), seed, -0.5, 0.5) / 255.0
+            return (x, *rest) if rest else x
+
+        test_ds = test_ds.enumerate().map(dequantized) if dequantize else test_ds
         batches = (
             test_info.num_examples // config.batch_size
             if custom_loop
@@ -387,26 +399,10 @@ class _Run:
             metrics = model.evaluate(
                 test_ds, steps=eval_steps, return_dict=True, verbose=self.verbose
             )
-        if model.bounds_likelihood:
-            results = {
-                "workdir": self.workdir,
-                "elbo": float(metrics["elbo"]),
-                "reconstruction": float(metrics["reconstruction"]),
-                "kl": float(metrics["kl"]),
-                "bits_per_dim": bits_per_dim(-float(metrics["elbo"]), self.image_shape),
-            }
-        else:
-            # No ELBO, KL or bits/dim: the model defines no density p(x) (e.g.
-            # the autoencoder); its logs are the reconstruction NLL only.
-            from keras_vae.evaluation import NO_BOUND_NOTE
-
-            reconstruction = float(metrics["reconstruction"])
-            results = {
-                "workdir": self.workdir,
-                "reconstruction": reconstruction,
-                "reconstruction_per_dim": reconstruction / math.prod(self.image_shape),
-                "note": NO_BOUND_NOTE,
-            }
+        results = {"workdir": self.workdir} | evaluation.summarize_test(
+            metrics, self.image_shape, bounds_likelihood=model.bounds_likelihood,
+            dequantized=dequantize,
+        )
         results.update({
             "num_images": int(min(test_info.num_examples, eval_steps * config.batch_size)),
             "steps": step_of(model),
@@ -416,6 +412,8 @@ class _Run:
         })
         if config.condition is not None:  # the bound is on log p(x|y)
             results["conditioned_on"] = config.condition
+        if model.is_sequence:  # per token, not per pixel
+            results = sequence_evaluation.test_summary(results, test_ds, eval_steps)
         _check_finite_results(results)
         if not runtime.is_chief:
             return results
@@ -479,8 +477,11 @@ def _check_finite_results(results):
 
 
 def summary_line(results):
-    """The one-line summary `train.py` ends with: the test ELBO, or for a model
+    """The one-line summary `train.py` ends with: the test ELBO (a density's
+    bits/dim: of 8-bit data, `evaluation.DEQUANTIZED_NOTE`), or for a model
     that bounds no likelihood (no `elbo` in `results`) the reconstruction."""
+    if "elbo_per_token" in results:
+        return sequence_evaluation.summary_line(results)
     if "elbo" not in results:
         return (
             f"Test reconstruction {results['reconstruction']:.2f} nats/image "
@@ -489,9 +490,11 @@ def summary_line(results):
             f"on {results['num_images']} test images. Run saved in {results['workdir']}"
         )
     given = f" given {results['conditioned_on']}" if results.get("conditioned_on") else ""
+    bits = f"{results['bits_per_dim']:.4f} bits/dim"
+    if results.get("dequantized"):
+        bits += " of the 8-bit pixels, an upper bound from dequantized images"
     return (
         f"Test ELBO{given} {results['elbo']:.2f} nats/image "
-        f"({results['bits_per_dim']:.4f} bits/dim; reconstruction "
-        f"{results['reconstruction']:.2f}, KL {results['kl']:.2f}) "
+        f"({bits}; reconstruction {results['reconstruction']:.2f}, KL {results['kl']:.2f}) "
         f"on {results['num_images']} test images. Run saved in {results['workdir']}"
     )

@@ -12,7 +12,9 @@ from absl import logging
 from keras_vae import data as data_lib
 from keras_vae import models
 from keras_vae.config import UsageError, UserError
+from keras_vae.models.sequence_vae import SEPARATORS
 from keras_vae.networks import build_networks, estimate_size
+from keras_vae.sequence_networks import build_sequence_networks
 
 
 def load_split(config, split, *, shuffle, repeat, drop_remainder=False):
@@ -33,9 +35,12 @@ def condition_size(config):
     return 0 if config.condition is None else config.condition_spec[0]
 
 
-def build_model(config, image_shape, steps_per_epoch, jit_compile=False, dataset_size=None):
+def build_model(
+    config, image_shape, steps_per_epoch, jit_compile=False, dataset_size=None, vocabulary=()
+):
     """Builds and compiles the model (`config.model`, a registered variant) that
-    `config` describes.
+    `config` describes; for token sequences `image_shape` is `(max_length,)`
+    and `vocabulary` the data's tokens by id (`DatasetInfo.vocabulary`).
 
     `steps_per_epoch` sets the beta schedule's length: a linear warm-up over
     `config.warmup_steps` (default a quarter of training) or
@@ -48,8 +53,15 @@ def build_model(config, image_shape, steps_per_epoch, jit_compile=False, dataset
     if warmup_steps is None:
         warmup_steps = max(1, total_steps // 4)
     cycle_steps = max(1, math.ceil(total_steps / config.beta_cycles))  # Fu et al.: ceil(T/M)
+    extra = {}
     try:
-        encoder, decoder = build_networks(config, image_shape, condition_size(config))
+        if config.is_sequence:
+            encoder, decoder = build_sequence_networks(config, image_shape[0], len(vocabulary))
+            text = config.preset_name != "strokes"  # strokes are drawn, not read
+            extra = {"vocabulary": tuple(vocabulary),
+                     "separator": SEPARATORS[config.tokens] if text else None}
+        else:
+            encoder, decoder = build_networks(config, image_shape, condition_size(config))
     except ValueError as e:
         raise UsageError(f"Cannot build the {config.network} networks: {e}") from e
     cls = models.get(config.model)
@@ -66,6 +78,7 @@ def build_model(config, image_shape, steps_per_epoch, jit_compile=False, dataset
         gaussian_sigma=config.gaussian_sigma,
         seed=config.seed,
         **cls.config_options(config, dataset_size),
+        **extra,
     )
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), jit_compile=jit_compile)
     return model
@@ -126,25 +139,37 @@ def check_memory(config, image_shape, available=None):
         UserError: the estimate exceeds the available memory.
     """
     available = _available_memory() if available is None else available
+    if config.is_sequence:
+        # Rough: the embeddings and the output layer dominate (V x width),
+        # and the logits (T x V per sequence, kept for the softmax's gradient).
+        vocab, length, units = config.vocab_size + 4, image_shape[0], config.rnn_units
+        params = vocab * (2 * config.embedding_dim + units) + 12 * units * (units + 64)
+        activations = 3 * length * vocab
+    else:
+        params, activations = _image_model_size(config, image_shape)
+    need = 16 * params + 8 * activations * config.batch_size
+    if available is not None and need > available:
+        gib = 2.0**30
+        raise UserError(
+            f"This model does not fit in memory: {params:,} parameters and {activations:,} "
+            f"activations per example (examples {'x'.join(map(str, image_shape))}, latent_dim "
+            f"{config.latent_dim}) need about {need / gib:,.1f} GiB to train with batch "
+            f"{config.batch_size}, and {available / gib:,.1f} GiB are available: use a "
+            "smaller --latent_dim, --image_size, --widths, --dense_units, --vocab_size or "
+            "--batch_size."
+        )
+    return need
+
+
+def _image_model_size(config, image_shape):
     try:
-        params, activations = estimate_size(
+        return estimate_size(
             image_shape, config.latent_dim, config.network, config.likelihood,
             config.widths, config.dense_units, config.per_channel_scale,
             condition_size(config),
         )
     except ValueError as e:
         raise UsageError(f"Cannot build the {config.network} networks: {e}") from e
-    need = 16 * params + 8 * activations * config.batch_size
-    if available is not None and need > available:
-        gib = 2.0**30
-        raise UserError(
-            f"This model does not fit in memory: {params:,} parameters and {activations:,} "
-            f"activations per image (images {'x'.join(map(str, image_shape))}, latent_dim "
-            f"{config.latent_dim}) need about {need / gib:,.1f} GiB to train with batch "
-            f"{config.batch_size}, and {available / gib:,.1f} GiB are available: use a "
-            "smaller --latent_dim, --image_size, --widths, --dense_units or --batch_size."
-        )
-    return need
 
 
 def phases(start_step, steps_per_epoch, epochs):
