@@ -100,8 +100,8 @@ def test_unknown_likelihoods_raise():
     with pytest.raises(ValueError) as info:
         baselines.pca_baseline(train, test, [1], "poisson")
     assert str(info.value) == (
-        "Expected a likelihood in ['bernoulli', 'discretized_logistic', 'gaussian', "
-        "'gaussian_learned']. Received: likelihood='poisson'"
+        "Expected a likelihood in ['bernoulli', 'categorical', 'discretized_logistic', "
+        "'gaussian', 'gaussian_learned']. Received: likelihood='poisson'"
     )
 
     class Poisson(likelihoods.Likelihood):
