@@ -45,7 +45,33 @@ from keras_vae.latent_grids import (
 MAX_KL_SCALARS = 32
 
 
-class LatentSummaries(keras.callbacks.Callback):
+class EpochSummaries(keras.callbacks.Callback):
+    """When summaries are written: after every `every`-th epoch (at step = the
+    epoch index) and once more at the end of training if the last epoch was
+    not written. A subclass sets `every` and implements `write(step)`, which
+    records `_last_written`; the event file writer `_writer` is closed at the end."""
+
+    _writer = None
+    _last_epoch = None  # last epoch seen by on_epoch_end
+    _last_written = None  # last step written
+
+    def write(self, step):
+        raise NotImplementedError
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._last_epoch = epoch
+        if (epoch + 1) % self.every == 0:
+            self.write(epoch)
+
+    def on_train_end(self, logs=None):
+        if self._last_epoch is not None and self._last_written != self._last_epoch:
+            self.write(self._last_epoch)
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class LatentSummaries(EpochSummaries):
     """Writes TensorBoard image summaries of a VAE's latent space.
 
     Every `every` epochs (after epochs `every - 1, 2 * every - 1, ...`,
@@ -193,9 +219,6 @@ class LatentSummaries(keras.callbacks.Callback):
         self.chief = bool(chief)
         self.pairs = choose_pairs(images.shape[0], self.num_pairs, labels)  # (P, 2)
         self._noise = None  # (num_samples, D), drawn on first use (D is the model's)
-        self._writer = None
-        self._last_epoch = None  # last epoch seen by on_epoch_end
-        self._last_written = None  # last step written
 
     def set_model(self, model):
         # Fails at the start of `fit`, not after the first epoch.
@@ -341,17 +364,3 @@ class LatentSummaries(keras.callbacks.Callback):
             )
         self._writer.flush()
         self._last_written = step
-
-    # -- Keras hooks --------------------------------------------------------
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._last_epoch = epoch
-        if (epoch + 1) % self.every == 0:
-            self.write(epoch)
-
-    def on_train_end(self, logs=None):
-        if self._last_epoch is not None and self._last_written != self._last_epoch:
-            self.write(self._last_epoch)
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None

@@ -14,12 +14,12 @@ held-out sequences and fixed prior noise (`keras_vae.sequence_views`):
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from keras_vae import sequence_views
+from keras_vae.callbacks.images import EpochSummaries
 from keras_vae.latent_grids import DivergedModelError, latent_statistics, prior_noise
 
 DESCRIPTIONS = {
@@ -32,7 +32,7 @@ DESCRIPTIONS = {
 }
 
 
-class SequenceSummaries(keras.callbacks.Callback):
+class SequenceSummaries(EpochSummaries):
     """Writes a sequence VAE's reconstructions, samples and homotopy to TensorBoard.
 
     Every `every` epochs and at the end of training (at step = the epoch
@@ -64,9 +64,6 @@ class SequenceSummaries(keras.callbacks.Callback):
         self.num_samples = int(num_samples)
         self.seed = seed
         self.chief = bool(chief)
-        self._writer = None
-        self._last_epoch = None
-        self._last_written = None
 
     def write(self, step):
         """Computes and writes every summary at `step`; flushes the event file."""
@@ -104,15 +101,3 @@ class SequenceSummaries(keras.callbacks.Callback):
             tf.summary.scalar("latent/active_units", stats["active_units"])
         self._writer.flush()
         self._last_written = step
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._last_epoch = epoch
-        if (epoch + 1) % self.every == 0:
-            self.write(epoch)
-
-    def on_train_end(self, logs=None):
-        if self._last_epoch is not None and self._last_written != self._last_epoch:
-            self.write(self._last_epoch)
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
