@@ -58,7 +58,6 @@ PREFIX = "text:"
 TOKENS = ("char", "word")
 _BATCH = 512  # texts per map call when counting, hashing and encoding
 # tfds_sources names an image folder as the fallback for a missing dataset.
-_IMAGE_FALLBACK = "train on a folder of the extracted images with --dataset=folder:PATH"
 _TEXT_FALLBACK = "train on a UTF-8 text file, one sequence per line, with --dataset=text:PATH"
 
 
@@ -374,60 +373,17 @@ def make_source(
 
 
 def tfds_split(name: str, split: str) -> str:
-    """The TFDS split string of one of our splits, e.g. `"train[:22500]"`.
-
-    The rule of `tfds_sources.tfds_split`: the last `VALIDATION_HOLDOUT`
-    examples of `train` (10% of a train split under 50,000) are `validation`.
-    """
-    spec = TEXT_TFDS_DATASETS[name]
-    if spec.train_examples is None or split == "test":
-        return split
-    holdout = tfds_sources.VALIDATION_HOLDOUT
-    if spec.train_examples < 50_000:
-        holdout = spec.train_examples // 10
-    boundary = spec.train_examples - holdout
-    return f"train[:{boundary}]" if split == "train" else f"train[{boundary}:]"
+    """The TFDS split string of one of our splits, e.g. `"train[:22500]"`
+    (`tfds_sources.split_string`: validation is held out of train)."""
+    return tfds_sources.split_string(TEXT_TFDS_DATASETS[name].train_examples, split)
 
 
 def _tfds_examples(name: str, split: str, data_dir: str | None, download: bool):
-    """The TFDS examples of one of our splits, and their number.
-
-    The same steps as `tfds_sources.make_source`: download if asked, then a
-    fixed read order (`shuffle_files=False`) and no autocache.
-    """
-    import tensorflow_datasets as tfds
-
-    def missing(builder, reason=""):
-        message = tfds_sources.missing_message(
-            name, str(builder.data_dir_root), builder.data_dir, reason
-        )
-        return pipeline.DatasetNotFoundError(message.replace(_IMAGE_FALLBACK, _TEXT_FALLBACK))
-
-    with tfds_sources._quiet_tfds():
-        builder = tfds.builder(name, data_dir=data_dir)
-        if download and not builder.is_prepared():
-            try:
-                builder.download_and_prepare()
-            except Exception as error:  # Any failure (network, quota, disk) ends in one message.
-                raise missing(builder, f"{type(error).__name__}: {error}") from error
-        split_string = tfds_split(name, split)
-        try:
-            ds = builder.as_dataset(
-                split=split_string,
-                shuffle_files=False,
-                read_config=tfds.ReadConfig(try_autocache=False),
-            )
-        except AssertionError:
-            # TFDS 4.9.10's "could not find data in ..."; under
-            # `tfds.testing.mock_data` `is_prepared()` is False, yet this works.
-            if builder.is_prepared():
-                raise
-            raise missing(builder) from None
-    # Under `tfds.testing.mock_data` `info.splits` is empty, while the mocked
-    # dataset knows its length.
-    num_examples = int(ds.cardinality())
-    if num_examples < 0:
-        num_examples = builder.info.splits[split_string].num_examples
+    """The TFDS examples of one of our splits, and their number
+    (`tfds_sources.open_split`, its missing-data message ending with text's way out)."""
+    ds, num_examples, _ = tfds_sources.open_split(
+        name, tfds_split(name, split), data_dir, download, _TEXT_FALLBACK
+    )
     return ds, num_examples
 
 

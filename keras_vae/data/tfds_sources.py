@@ -60,18 +60,31 @@ TFDS_DATASETS = {
 }
 
 
-def tfds_split(name: str, split: str) -> str:
-    """The TFDS split string of one of our splits, e.g. `"train[:55000]"`."""
-    spec = TFDS_DATASETS[name]
-    if spec.train_examples is None or split == "test":
+def split_string(train_examples: int | None, split: str) -> str:
+    """The TFDS split string of one of our splits of a dataset whose `train`
+    has `train_examples` (None: it has its own validation split), e.g.
+    `"train[:55000]"`: the last `VALIDATION_HOLDOUT` training examples (10%
+    of a train split under 50,000) are `validation`."""
+    if train_examples is None or split == "test":
         return split
-    holdout = VALIDATION_HOLDOUT if spec.train_examples >= 50_000 else spec.train_examples // 10
-    boundary = spec.train_examples - holdout
+    holdout = VALIDATION_HOLDOUT if train_examples >= 50_000 else train_examples // 10
+    boundary = train_examples - holdout
     return f"train[:{boundary}]" if split == "train" else f"train[{boundary}:]"
 
 
-def missing_message(name: str, data_dir_root: str, version_dir: str, reason: str = "") -> str:
-    """The one-line message of a dataset that is not on disk."""
+def tfds_split(name: str, split: str) -> str:
+    """The TFDS split string of one of our splits, e.g. `"train[:55000]"`."""
+    return split_string(TFDS_DATASETS[name].train_examples, split)
+
+
+IMAGES_FALLBACK = "train on a folder of the extracted images with --dataset=folder:PATH"
+
+
+def missing_message(
+    name: str, data_dir_root: str, version_dir: str, reason: str = "", fallback=IMAGES_FALLBACK
+) -> str:
+    """The one-line message of a dataset that is not on disk; `fallback` is the
+    other way to train that it ends with."""
     if reason:
         # An exception text can span lines; the message must not.
         reason = " ".join(reason.split())[:300]
@@ -88,8 +101,7 @@ def missing_message(name: str, data_dir_root: str, version_dir: str, reason: str
         f"`tfds build {name} --data_dir={data_dir_root}` (or `python -m "
         f"tensorflow_datasets.scripts.download_and_prepare --datasets={name} "
         f"--data_dir={data_dir_root}`), then copy {data_dir_root}/{name} here, "
-        f"or rerun train.py with --download there; "
-        f"or train on a folder of the extracted images with --dataset=folder:PATH."
+        f"or rerun train.py with --download there; or {fallback}."
     )
 
 
@@ -136,43 +148,7 @@ def make_source(
     import tensorflow_datasets as tfds
 
     spec = TFDS_DATASETS[name]
-    with _quiet_tfds():
-        builder = tfds.builder(name, data_dir=data_dir)
-        root = str(builder.data_dir_root)
-        if download and not builder.is_prepared():
-            try:
-                builder.download_and_prepare()
-            except Exception as error:  # Any failure (network, quota, disk) ends in one message.
-                reason = f"{type(error).__name__}: {error}"
-                raise pipeline.DatasetNotFoundError(
-                    missing_message(name, root, builder.data_dir, reason)
-                ) from error
-        split_string = tfds_split(name, split)
-        try:
-            # shuffle_files=False: a fixed read order, so the tail's seeded
-            # shuffle alone decides the order. No autocache: the tail caches
-            # after resizing.
-            ds = builder.as_dataset(
-                split=split_string,
-                shuffle_files=False,
-                read_config=tfds.ReadConfig(try_autocache=False),
-            )
-        except AssertionError:
-            # TFDS 4.9.10 says "Dataset mnist: could not find data in ..."
-            # this way, for a data_dir without the dataset. `is_prepared()`
-            # is only asked after `as_dataset` failed: under
-            # `tfds.testing.mock_data` it is False, yet `as_dataset` works.
-            if builder.is_prepared():
-                raise
-            message = missing_message(name, root, builder.data_dir)
-            raise pipeline.DatasetNotFoundError(message) from None
-
-    # The cardinality first: under `tfds.testing.mock_data`, `info.splits` is
-    # empty (tfds 4.9.10), while the mocked dataset knows its length.
-    num_examples = int(ds.cardinality())
-    if num_examples < 0:
-        num_examples = builder.info.splits[split_string].num_examples
-
+    ds, num_examples, builder = open_split(name, tfds_split(name, split), data_dir, download)
     height, width, channels = spec.image_shape
     if spec.crop:
         height = width = spec.crop
@@ -208,3 +184,49 @@ def make_source(
 
     ds = ds.map(prepare, num_parallel_calls=pipeline.AUTOTUNE, deterministic=True)
     return pipeline.Source(examples=ds, info=info)
+
+
+def open_split(name, split, data_dir=None, download=False, fallback=IMAGES_FALLBACK):
+    """One TFDS split string of `name` as `(dataset, num_examples, builder)`.
+
+    Downloads it first if asked; reads in a fixed order (`shuffle_files=False`:
+    the tail's seeded shuffle alone decides the order) without autocache (the
+    tail caches after resizing).
+
+    Raises:
+        DatasetNotFoundError: not prepared in `data_dir` and `download` is
+            False, or the download failed (the message ends with `fallback`).
+    """
+    import tensorflow_datasets as tfds
+
+    def missing(builder, reason=""):
+        message = missing_message(
+            name, str(builder.data_dir_root), builder.data_dir, reason, fallback
+        )
+        return pipeline.DatasetNotFoundError(message)
+
+    with _quiet_tfds():
+        builder = tfds.builder(name, data_dir=data_dir)
+        if download and not builder.is_prepared():
+            try:
+                builder.download_and_prepare()
+            except Exception as error:  # Any failure (network, quota, disk) ends in one message.
+                raise missing(builder, f"{type(error).__name__}: {error}") from error
+        try:
+            ds = builder.as_dataset(
+                split=split, shuffle_files=False, read_config=tfds.ReadConfig(try_autocache=False)
+            )
+        except AssertionError:
+            # TFDS 4.9.10 says "Dataset mnist: could not find data in ..."
+            # this way, for a data_dir without the dataset. `is_prepared()`
+            # is only asked after `as_dataset` failed: under
+            # `tfds.testing.mock_data` it is False, yet `as_dataset` works.
+            if builder.is_prepared():
+                raise
+            raise missing(builder) from None
+    # The cardinality first: under `tfds.testing.mock_data`, `info.splits` is
+    # empty (tfds 4.9.10), while the mocked dataset knows its length.
+    num_examples = int(ds.cardinality())
+    if num_examples < 0:
+        num_examples = builder.info.splits[split].num_examples
+    return ds, num_examples, builder
