@@ -1,7 +1,7 @@
 """Runs every benchmark and writes `benchmarks/results/summary.md`.
 
-    python benchmarks/run_all.py            # full: ~13 min on 2 cores
-    python benchmarks/run_all.py --quick    # smoke run, ~2 min
+    python benchmarks/run_all.py            # full: ~35 min on 2 cores
+    python benchmarks/run_all.py --quick    # smoke run, ~15 min
 
 Each script runs in its own process (one after the other, so they never
 compete for the cores), writes `results/<name>.json` and `results/<name>.md`;
@@ -13,6 +13,7 @@ load average at the start and end of each script is in its header.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -29,7 +30,12 @@ SCRIPTS = (
     ("training", "training.py"),
     ("fit_overhead", "fit_overhead.py"),
     ("memory", "memory.py"),
+    ("profile_step", "profile_step.py"),
+    ("iwae_eval", "iwae_eval.py"),
+    # Needs PyTorch (benchmarks/requirements.txt); skipped when it is missing.
+    ("vs_pytorch", "vs_pytorch.py"),
 )
+NEEDS_TORCH = ("vs_pytorch",)
 
 
 def targets_table(names):
@@ -44,10 +50,13 @@ def targets_table(names):
             value = target.get("value")
             if name == "input_wait" and "wait" in target["target"]:
                 shown = f"{100 * value:.2f}%"
-            elif name == "memory":
+            elif name == "memory" or (name == "iwae_eval" and "memory" in target["target"]):
                 shown = f"{value:+.1f} MiB"
+            elif name == "iwae_eval":
+                shown = f"{100 * value:.1f}%"
             elif isinstance(value, float):
-                shown = f"{value:.3f}x" if name == "training" else f"{value:.1f}x"
+                digits = 3 if name in ("training", "fit_overhead") else 2
+                shown = f"{value:.{digits}f}x" if name != "input_wait" else f"{value:.1f}x"
             else:
                 shown = common.fmt(value)
             rows.append([target["target"], shown, common.pass_miss(target["pass"]), name])
@@ -66,6 +75,12 @@ def main(argv=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
 
     timings, failed = [], []
+    if importlib.util.find_spec("torch") is None:
+        skipped = [s for s in selected if s[0] in NEEDS_TORCH]
+        if skipped:
+            print("PyTorch is missing (pip install -r benchmarks/requirements.txt): skipping "
+                  + ", ".join(n for n, _ in skipped), flush=True)  # fmt: skip
+        selected = [s for s in selected if s[0] not in NEEDS_TORCH]
     for name, script in selected:
         cmd = [sys.executable, os.path.join(here, script)] + (["--quick"] if args.quick else [])
         print(f"\n=== {' '.join(cmd[1:])}", flush=True)
