@@ -55,8 +55,7 @@ NETWORKS = ("mlp", "conv", "gru", "lstm")
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned", "discretized_logistic", "categorical")
 # Token sequences (the sequence VAE's data), not images; `text:PATH` is one too.
 SEQUENCE_DATASETS = ("strokes", "imdb_reviews")
-SEQUENCE_NETWORKS = ("gru", "lstm")
-TOKENS = ("char", "word")
+SEQUENCE_NETWORKS, TOKENS = ("gru", "lstm"), ("char", "word")
 TEXT_PREFIX = "text:"
 BETA_SCHEDULES = ("constant", "linear", "cyclical")
 TC_ESTIMATORS = ("mws", "mss")
@@ -385,12 +384,14 @@ def validate(config):
             "--model=beta_tcvae estimates q(z) from the other images of a batch: use "
             "--batch_size of 2 or more (64 or more for good estimates)."
         )
-    for name, low in (("tc_weight", 0), ("free_bits", 0), ("learning_rate", None),
-                      ("gaussian_sigma", None), ("word_dropout", 0)):
-        value = getattr(config, name)
-        if not (value >= 0 if low == 0 else value > 0) or (name == "word_dropout" and value > 1):
-            bound = "in [0, 1]" if name == "word_dropout" else ">= 0" if low == 0 else "> 0"
-            raise UsageError(f"--{name} must be {bound}. Received: {value!r}.")
+    for name, low, high, bound in (("tc_weight", 0, math.inf, ">= 0"),
+                                   ("free_bits", 0, math.inf, ">= 0"),
+                                   ("word_dropout", 0, 1, "in [0, 1]")):
+        if not low <= getattr(config, name) <= high:
+            raise UsageError(f"--{name} must be {bound}. Received: {getattr(config, name)!r}.")
+    for name in ("learning_rate", "gaussian_sigma"):
+        if not getattr(config, name) > 0:
+            raise UsageError(f"--{name} must be > 0. Received: {getattr(config, name)!r}.")
     if not 0 < config.cycle_ratio <= 1:
         raise UsageError(f"--cycle_ratio must be in (0, 1]. Received: {config.cycle_ratio!r}.")
     if config.widths is not None and (
