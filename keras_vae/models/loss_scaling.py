@@ -35,3 +35,42 @@ class LossScaling:
         self.compile(**config)
         if self.built and not self.optimizer.built:  # LossScaleOptimizer.build: not idempotent
             self.optimizer.build(self.trainable_variables)
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class FusedAdam(keras.optimizers.Adam):
+    """`keras.optimizers.Adam` whose update of a dense float variable is one
+    fused kernel on TensorFlow (`ResourceApplyAdam`: the same formula,
+    alpha = lr sqrt(1 - beta_2^t) / (1 - beta_1^t), m += (g - m)(1 - beta_1),
+    v += (g^2 - v)(1 - beta_2), w -= alpha m / (sqrt(v) + epsilon)) instead of
+    about fifteen element-wise ops, each a pass over the weights (on the
+    mnist MLP, 1.1M weights, a third of a step on 2 CPU cores)."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        import tensorflow as tf
+
+        # An embedding's gradient (IndexedSlices) keeps Adam's own update:
+        # Keras squares its slices before summing repeated rows, so v differs
+        # from the square of the dense gradient that the kernel would take.
+        sparse = isinstance(gradient, tf.IndexedSlices)
+        if sparse or self.amsgrad or keras.backend.backend() != "tensorflow":
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        gradient = tf.cast(gradient, dtype)
+        step = tf.cast(self.iterations + 1, dtype)
+        index = self._get_variable_index(variable)
+        # The powers as Adam forms them (beta via a float32 tensor); the betas
+        # and epsilon from the Python floats (`tf.cast(0.9, float64)` would
+        # round 0.9 to float32 first).
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle,
+            m=self._momentums[index].value.handle,
+            v=self._velocities[index].value.handle,
+            beta1_power=tf.pow(tf.cast(self.beta_1, dtype), step),
+            beta2_power=tf.pow(tf.cast(self.beta_2, dtype), step),
+            lr=tf.cast(learning_rate, dtype),
+            beta1=tf.constant(self.beta_1, dtype),
+            beta2=tf.constant(self.beta_2, dtype),
+            epsilon=tf.constant(self.epsilon, dtype),
+            grad=gradient,
+        )

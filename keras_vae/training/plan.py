@@ -6,12 +6,12 @@ from __future__ import annotations
 import math
 import os
 
-import keras
 from absl import logging
 
 from keras_vae import data as data_lib
 from keras_vae import models
 from keras_vae.config import UsageError, UserError
+from keras_vae.models.loss_scaling import FusedAdam
 from keras_vae.models.sequence_vae import SEPARATORS
 from keras_vae.networks import build_networks, estimate_size
 from keras_vae.sequence_networks import build_sequence_networks
@@ -80,7 +80,7 @@ def build_model(
         **cls.config_options(config, dataset_size),
         **extra,
     )
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), jit_compile=jit_compile)
+    model.compile(optimizer=FusedAdam(config.learning_rate), jit_compile=jit_compile)
     return model
 
 
