@@ -230,8 +230,8 @@ def test_run_that_skips_every_step_fails(tmp_path):
 def test_non_finite_test_metrics_are_an_error():
     results = {"elbo": float("-inf"), "reconstruction": float("inf"), "kl": 1.0}
     with pytest.raises(UserError, match="elbo=-inf, reconstruction=inf"):
-        training._check_finite_results(results)
-    training._check_finite_results({"elbo": -1.0, "reconstruction": 0.5, "kl": 0.5})
+        training.failures.check_finite_results(results)
+    training.failures.check_finite_results({"elbo": -1.0, "reconstruction": 0.5, "kl": 0.5})
 
 
 def test_json_files_are_strict(tmp_path):

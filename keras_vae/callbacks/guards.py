@@ -143,8 +143,10 @@ class PreemptionGuard(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         # Not on an epoch's last step: its state is saved after validation.
+        # (`batch` is a call's last step, past the epoch's end for a shorter
+        # last call: `training.execution`.)
         steps = self.params.get("steps")
-        if steps is None or (batch + 1) % steps:
+        if steps is None or batch + 1 < steps:
             self._stop()
 
     def on_epoch_end(self, epoch, logs=None):

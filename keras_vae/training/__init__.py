@@ -82,6 +82,13 @@ from keras_vae.training.distribute import (
     distributed_fit,
     make_runtime,
 )
+from keras_vae.training.execution import (
+    ClampedProgbar,
+    StepsPerCall,
+    acts_on_batches,
+    steps_per_execution,
+)
+from keras_vae.training.failures import check_finite_results, diverged_error
 from keras_vae.training.plan import (
     build_model,
     check_memory,
@@ -305,8 +312,18 @@ class _Run:
         tensorboard = self.path("tensorboard")
         if runtime.is_chief:  # the HParams session: the config and the metric list
             write_hparams(tensorboard, config)
-        # About 100 points per run unless asked: 50 steps apart on shapes.
-        every = config.log_every_steps or max(1, config.epochs * self.steps_per_epoch // 100)
+        # About 100 points per run unless asked (48 steps apart on shapes), a
+        # multiple of the steps per train-function call (`_fit_phase`).
+        # Several steps per call of the train function (`execution`); a
+        # caller's callback with a batch hook gets every step, as in `fit`.
+        limit = 1 if acts_on_batches(extra) else None
+        every = config.log_every_steps
+        if every is None:  # a multiple of the steps per call
+            calls = steps_per_execution(config.backup_every_steps, limit=limit)
+            every = max(calls, config.epochs * self.steps_per_epoch // 100 // calls * calls)
+        self.steps_per_call = StepsPerCall(
+            steps_per_execution(config.backup_every_steps, every, limit=limit)
+        )
         chief = [
             keras.callbacks.TensorBoard(log_dir=tensorboard, write_graph=False, profile_batch=0),
             StepScalars(os.path.join(tensorboard, "train"), every, exact=not runtime.custom_loop),
@@ -318,9 +335,11 @@ class _Run:
             self._summaries(summary_images, summary_condition),
         ]
         return [
+            self.steps_per_call,
             NonFiniteGuard(config.max_consecutive_skips),
             *(chief if runtime.is_chief else []),
             self.preemption,
+            *([ClampedProgbar()] if self.verbose else []),
             *extra,
         ]
 
@@ -356,14 +375,17 @@ class _Run:
                         model, runtime.strategy, stream, self.val_ds, steps=steps, **fit_args
                     )
                 else:
+                    self.steps_per_call.install(model)
+                    # Exactly the validation batches asked for, whole calls or not.
+                    val_ds = self.val_ds.take(self.validation_steps)
                     # shuffle=False: the tf.data pipeline shuffles (seeded).
-                    model.fit(stream, steps_per_epoch=steps, validation_data=self.val_ds,
+                    model.fit(stream, steps_per_epoch=steps, validation_data=val_ds,
                               shuffle=False, **fit_args)
             if runtime.is_chief:
                 save_model_atomic(model, self.path("model.keras"))
                 self._write_projector()
         except Diverged as e:
-            raise _diverged_error(e, config, self.workdir) from None
+            raise diverged_error(e, config, self.workdir) from None
         steps, skipped = step_of(model), int(keras.ops.convert_to_numpy(model.skipped_steps))
         if steps and skipped >= steps:
             raise UserError(
@@ -396,8 +418,9 @@ class _Run:
         if custom_loop:
             metrics = distributed_evaluate(model, runtime.strategy, test_ds, eval_steps)
         else:
-            metrics = model.evaluate(
-                test_ds, steps=eval_steps, return_dict=True, verbose=self.verbose
+            metrics = model.evaluate(  # take: whole calls of the test function or not
+                test_ds.take(eval_steps), steps=eval_steps, return_dict=True,
+                verbose=self.verbose, callbacks=[ClampedProgbar()] if self.verbose else None,
             )
         results = {"workdir": self.workdir} | evaluation.summarize_test(
             metrics, self.image_shape, bounds_likelihood=model.bounds_likelihood,
@@ -414,7 +437,7 @@ class _Run:
             results["conditioned_on"] = config.condition
         if model.is_sequence:  # per token, not per pixel
             results = sequence_evaluation.test_summary(results, test_ds, eval_steps)
-        _check_finite_results(results)
+        check_finite_results(results)
         if not runtime.is_chief:
             return results
         # The HParams dashboard's test metrics (`write_hparams` lists them).
@@ -429,51 +452,6 @@ class _Run:
         write_or_explain(summary, lambda: files.write_json(summary, results))
         shutil.rmtree(self.path(BACKUP_DIR), ignore_errors=True)
         return results
-
-
-def _diverged_error(error, config, workdir):
-    """The one line for a `Diverged` run: what happened, what is kept, the way out."""
-    saved_step = backup_step(os.path.join(workdir, BACKUP_DIR))
-    # A tenth of the rate, and no more than Adam's usual 1e-3.
-    lower = f"--learning_rate={min(config.learning_rate / 10, 1e-3):g}"
-    if error.reason == "nonfinite":
-        what = (
-            f"Training diverged at step {error.step}: an update made the weights NaN/Inf "
-            "(non-finite) although the loss and gradients were finite, so nothing after the "
-            "last finite state was saved. Likely cause: a learning rate too high"
-        )
-    else:
-        what = (
-            f"Training stopped at step {error.step}: {config.max_consecutive_skips} steps in a "
-            "row had a non-finite loss or gradient (NaN/Inf) and were skipped. Likely causes: a "
-            "learning rate too high, float16 overflow under mixed precision, or broken input "
-            "images"
-        )
-    if saved_step is None:
-        kept = (
-            "No finite state had been saved yet: rerun the same command with e.g. "
-            f"{lower} (it starts from step 0), or --restart."
-        )
-    else:
-        kept = (
-            f"The last finite state is in {os.path.join(workdir, BACKUP_DIR)} (step "
-            f"{saved_step}) and model.keras (its last finished epoch): rerun the same command "
-            f"with e.g. {lower} to resume from step {saved_step}, or --restart."
-        )
-    return UserError(f"{what}. {kept}")
-
-
-def _check_finite_results(results):
-    # What the model reports: no elbo or kl for one that bounds no likelihood.
-    present = [k for k in ("elbo", "reconstruction", "kl") if k in results]
-    bad = [k for k in present if not math.isfinite(results[k])]
-    if bad:
-        raise UserError(
-            f"The test metrics are not finite ({', '.join(f'{k}={results[k]}' for k in bad)}) "
-            "although the weights are: the likelihood overflows on the test images (e.g. a "
-            "--gaussian_sigma far too small). The run is not marked finished: change the "
-            "setting and pass --restart."
-        )
 
 
 def summary_line(results):

@@ -137,6 +137,7 @@ class Backup(keras.callbacks.Callback):
         self.backup_dir = backup_dir
         self.every_steps = every_steps
         self.steps_per_epoch = steps_per_epoch
+        self._last_step = None
 
     def save(self):
         check_finite(self.model)  # a non-finite state never replaces a good backup
@@ -150,9 +151,16 @@ class Backup(keras.callbacks.Callback):
 
         write_or_explain(self.backup_dir, lambda: files.replace_dir(self.backup_dir, build))
 
+    def on_train_begin(self, logs=None):
+        self._last_step = step_of(self.model)
+
     def on_train_batch_end(self, batch, logs=None):
-        step = step_of(self.model)
-        if step % self.every_steps == 0 and step % self.steps_per_epoch != 0:
+        # At the end of the call that reaches or crosses a multiple of
+        # `every_steps` (several steps a call: `training.execution`).
+        step, last = step_of(self.model), self._last_step
+        last = step - 1 if last is None else last
+        self._last_step = step
+        if step // self.every_steps > last // self.every_steps and step % self.steps_per_epoch:
             self.save()
 
     def on_epoch_end(self, epoch, logs=None):

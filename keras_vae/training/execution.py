@@ -1,0 +1,90 @@
+"""Several training steps per call of `fit`'s train function, with exact step counts.
+
+`fit` runs its Python work and every batch callback once per call of the
+train function; a small model pays for that at each step (on 2 CPU cores
+the mnist MLP trained at 0.65-0.85x the speed of a bare `tf.GradientTape`
+loop). `compile(steps_per_execution=n)` runs n steps per call, but Keras
+rounds each epoch up to whole calls (with repeated data the epoch then
+runs too many steps), and the presets' epochs are 859, 703 and 2,543
+steps: no n > 1 divides them. `StepsPerCall` keeps the count exact: the
+epoch's last call runs only the steps left, one at a time.
+
+Callbacks see a call's last step: the run's own (`Backup`, `StepScalars`,
+the guards) act when a call crosses their step, on the model's global
+step. A caller's callback with a batch hook gets every step (one step per
+call), as in a plain `fit`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import keras
+
+# Steps per call, at most: a signal or a non-finite step is acted on at most
+# this many steps late.
+MAX_STEPS_PER_EXECUTION = 8
+
+
+def steps_per_execution(*intervals, limit=None):
+    """The largest n <= `limit` dividing every one of `intervals` (the step
+    intervals that callbacks act on), so that with an epoch length that n
+    divides, every backup and logged point falls on a call's end."""
+    limit = MAX_STEPS_PER_EXECUTION if limit is None else limit
+    common = math.gcd(*(int(i) for i in intervals))  # gcd(n, 0) = n
+    return max(n for n in range(1, int(limit) + 1) if common == 0 or common % n == 0)
+
+
+def acts_on_batches(callbacks):
+    """Whether any of `callbacks` overrides a training batch hook."""
+    base = keras.callbacks.Callback
+    hooks = ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end")
+    return any(getattr(type(c), h) is not getattr(base, h) for c in callbacks for h in hooks)
+
+
+class StepsPerCall(keras.callbacks.Callback):
+    """Runs `model.fit` `steps` steps per call of its train function, the
+    epoch's last call the steps left (`fit` asks for ceil(epoch / steps)
+    calls). Pass it among `fit`'s callbacks after `install`."""
+
+    def __init__(self, steps):
+        super().__init__()
+        self.steps = int(steps)
+        self._left = self.steps
+
+    def install(self, model):
+        """Sets `model` to `steps` steps per call and wraps its (rebuilt)
+        train function; the test function is rebuilt too."""
+        model.steps_per_execution = self.steps
+        model.train_function = model.test_function = None
+        model.make_train_function()
+        calls = model.train_function
+
+        def train_function(iterator):
+            if self._left >= self.steps:
+                return calls(iterator)
+            # Given a Python iterable rather than a tf.data iterator, Keras'
+            # train function runs its one-step function on each element.
+            return calls(itertools.islice(iterator, self._left))
+
+        model.train_function = train_function
+
+    def on_train_batch_begin(self, batch, logs=None):
+        steps = self.params.get("steps")  # `batch`: the call's first step
+        self._left = self.steps if steps is None else steps - batch
+
+
+class ClampedProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, which would count the epoch's last, shorter call
+    as a whole one (e.g. 864/859, or 8/2 for an evaluation of 2 steps)."""
+
+    def _last(self, batch):
+        # `target`: the epoch's steps (ProgbarLogger keeps no `params`).
+        return batch if self.target is None else min(batch, self.target - 1)
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(self._last(batch), logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        super().on_test_batch_end(self._last(batch), logs)
