@@ -15,23 +15,21 @@ For each preset network (the model `train.py` builds for that dataset):
 the same architecture trained by, in interleaved chunks of ~`--chunk_seconds`
 (a multiple of 8 steps), `--repeats` times each:
 
-    bare loop                    tf.function GradientTape step + Adam.apply_gradients
-    VAE.train_step               the model's own train_step in a tf.function, manual loop
-    VAE.train_step, plain Adam   the same, compiled with a bare Adam (no LossScaleOptimizer)
-    fit                          model.fit(verbose=0), as in training.py
-    fit, plain Adam              fit of a model compiled with a bare Adam
-    fit, steps_per_execution=8   fit of a model compiled with steps_per_execution=8
-    fit + NonFiniteGuard         fit with train_and_evaluate's non-finite guard
-    fit + run callbacks          NonFiniteGuard, TensorBoard, Backup every 200 steps
+    bare loop                   tf.function GradientTape step + keras Adam.apply_gradients
+    bare loop, FusedAdam        the same with keras_vae's FusedAdam (the run's update)
+    VAE.train_step              the model's own train_step in a tf.function, manual loop
+    fit, 1 step per call        model.fit(verbose=0), one step per train-function call
+    fit, 1 step per call + run callbacks
+                                the same with train_and_evaluate's per-step callbacks
+                                (NonFiniteGuard, TensorBoard, Backup every 200 steps):
+                                how a run trained before issue 16
+    fit as a run                N steps per call as `train_and_evaluate` sets them
+                                (`keras_vae.training.execution.StepsPerCall`, N from the
+                                preset's backup and logging intervals) + the run callbacks
 
-The differences attribute the gap between `fit` and the bare loop to the
-graph of `train_step` (LossScaleOptimizer, finite checks, metrics), Keras'
-per-step Python work in `fit`, and the run's per-step callbacks. Reported
-per preset: ms/step as the best and the median chunk (the best is the most
-robust to other load on a shared machine) and the best relative to the bare
-loop's best; then one summary row per preset: fit / bare (the issue's
-target: >= 0.95 for every preset network), what `steps_per_execution=8`
-and dropping the LossScaleOptimizer would give, and the load average.
+The summary's fit / bare compares `fit as a run` with the bare loop that
+makes the same update (FusedAdam): the issue's target, >= 0.95 for every
+preset network; and with the plain keras Adam loop a user would write.
 
 The strokes bare loop: the same encoder and decoder (built by
 `keras_vae.sequence_networks`), the model's own teacher-forcing inputs with
@@ -51,17 +49,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # noqa: E402
 from benchmarks import training as bench  # noqa: E402
 
-STEPS_PER_EXECUTION = 8
+STEPS_PER_EXECUTION = 8  # chunks are a multiple of it
 FIT_TARGET = 0.95
 DATASETS = ("shapes", "mnist", "cifar10", "celeb_a", "strokes")
-FIT = "fit"
 BARE = "bare loop"
+BARE_FUSED = "bare loop, FusedAdam"
 TRAIN_STEP = "VAE.train_step (tf.function, manual loop)"
-TRAIN_STEP_PLAIN = "VAE.train_step, plain Adam (no LossScaleOptimizer)"
-FIT_PLAIN = "fit, plain Adam (no LossScaleOptimizer)"
-FIT_SPE = f"fit, steps_per_execution={STEPS_PER_EXECUTION}"
-FIT_GUARD = "fit + NonFiniteGuard"
-FIT_CALLBACKS = "fit + run callbacks (guard, TensorBoard, Backup/200)"
+FIT_ONE = "fit, 1 step per call"
+FIT_ONE_CALLBACKS = "fit, 1 step per call + run callbacks"
+FIT_RUN = "fit as a run (N steps per call + run callbacks)"
 
 
 def clocked_fit(model, ds, steps, callbacks=(), steps_per_call=1):
@@ -88,7 +84,7 @@ def manual_loop(step, iterator, steps):
 class SequenceBareLoop:
     """The strokes preset's networks trained by a plain `tf.function` GradientTape step."""
 
-    def __init__(self, config, max_length, vocab_size, warmup_steps, model):
+    def __init__(self, config, max_length, vocab_size, warmup_steps, model, optimizer=None):
         import keras
         import tensorflow as tf
 
@@ -102,7 +98,7 @@ class SequenceBareLoop:
         self.beta, self.warmup_steps = float(config.beta), float(warmup_steps)
         self.step_count = tf.Variable(0.0, trainable=False)
         self.variables = self.encoder.trainable_variables + self.decoder.trainable_variables
-        self.optimizer = keras.optimizers.Adam(config.learning_rate)
+        self.optimizer = optimizer or keras.optimizers.Adam(config.learning_rate)
         self.optimizer.build(self.variables)
         self.step = tf.function(self._step)
 
@@ -163,45 +159,50 @@ def measure(dataset, args):
         ds = bench.synthetic_dataset(config, image_shape, args.batch_size)
     iterator = iter(ds)
 
-    def model(plain=False, steps_per_execution=1):
-        m = training_lib.build_model(
+    from keras_vae.models.loss_scaling import FusedAdam
+    from keras_vae.training import execution
+
+    def model():
+        return training_lib.build_model(
             config, image_shape, steps_per_epoch=steps_per_epoch, vocabulary=vocabulary
         )
-        if plain:  # keras.Model.compile: no LossScaleOptimizer wrapper
-            keras.Model.compile(
-                m,
-                optimizer=keras.optimizers.Adam(config.learning_rate),
-                steps_per_execution=steps_per_execution,
-            )
-        elif steps_per_execution > 1:
-            m.compile(
-                optimizer=keras.optimizers.Adam(config.learning_rate),
-                steps_per_execution=steps_per_execution,
-            )
-        return m
 
-    as_is, plain, spe = model(), model(plain=True), model(steps_per_execution=STEPS_PER_EXECUTION)
+    as_is, run_model = model(), model()
+    # N as `train_and_evaluate` chooses it (its default logging interval).
+    calls = execution.steps_per_execution(config.backup_every_steps)
+    every = max(calls, config.epochs * steps_per_epoch // 100 // calls * calls)
+    steps_per_call = execution.StepsPerCall(
+        execution.steps_per_execution(config.backup_every_steps, every)
+    )
+    steps_per_call.install(run_model)
     if config.is_sequence:
         warmup = config.warmup_steps or max(1, config.epochs * steps_per_epoch // 4)
-        bare = SequenceBareLoop(config, image_shape[0], len(vocabulary), warmup, as_is)
+
+        def bare_loop(optimizer=None):
+            return SequenceBareLoop(
+                config, image_shape[0], len(vocabulary), warmup, as_is, optimizer
+            )
     else:
-        bare = bench.BareLoop(config, image_shape)
+
+        def bare_loop(optimizer=None):
+            return bench.BareLoop(config, image_shape, optimizer)
+
+    bare, bare_fused = bare_loop(), bare_loop(FusedAdam(config.learning_rate))
     train_step = tf.function(as_is.train_step)
-    plain_step = tf.function(plain.train_step)
     workdir = tempfile.TemporaryDirectory(prefix="keras_vae_bench_")
     run_callbacks = bench.run_callbacks(config, workdir.name)
-    guard = [training_lib.NonFiniteGuard(config.max_consecutive_skips)]
+    n_call = steps_per_call.steps
 
     def variants(n):
         return {
             BARE: lambda: manual_loop(bare.step, iterator, n),
+            BARE_FUSED: lambda: manual_loop(bare_fused.step, iterator, n),
             TRAIN_STEP: lambda: manual_loop(train_step, iterator, n),
-            TRAIN_STEP_PLAIN: lambda: manual_loop(plain_step, iterator, n),
-            FIT: lambda: clocked_fit(as_is, ds, n),
-            FIT_PLAIN: lambda: clocked_fit(plain, ds, n),
-            FIT_SPE: lambda: clocked_fit(spe, ds, n, steps_per_call=STEPS_PER_EXECUTION),
-            FIT_GUARD: lambda: clocked_fit(as_is, ds, n, guard),
-            FIT_CALLBACKS: lambda: clocked_fit(as_is, ds, n, run_callbacks),
+            FIT_ONE: lambda: clocked_fit(as_is, ds, n),
+            FIT_ONE_CALLBACKS: lambda: clocked_fit(as_is, ds, n, run_callbacks),
+            FIT_RUN: lambda: clocked_fit(
+                run_model, ds, n, [steps_per_call, *run_callbacks], steps_per_call=n_call
+            ),
         }
 
     load_start = round(os.getloadavg()[0], 2)
@@ -263,8 +264,9 @@ def main(argv=None):
         measured.append(m)
         best = {name: min(v) for name, v in m["results"].items()}
         print(
-            f"{dataset}: bare {best[BARE]:.2f} ms/step, fit {best[FIT]:.2f} ms/step, "
-            f"fit/bare {best[BARE] / best[FIT]:.3f} (load {m['load1_start']} -> "
+            f"{dataset}: bare (FusedAdam) {best[BARE_FUSED]:.2f} ms/step, fit as a run "
+            f"{best[FIT_RUN]:.2f} ms/step, fit/bare {best[BARE_FUSED] / best[FIT_RUN]:.3f} "
+            f"(load {m['load1_start']} -> "
             f"{m['load1_end']})",
             flush=True,
         )
@@ -272,7 +274,6 @@ def main(argv=None):
     sections, payload, summary, targets = [], [], [], []
     for m in measured:
         bare_best = min(m["results"][BARE])
-        bare_median = common.median(m["results"][BARE])
         rows, entries = [], []
         for name, values in m["results"].items():
             best, med = min(values), common.median(values)
@@ -300,22 +301,21 @@ def main(argv=None):
         )  # fmt: skip
         r = {name: min(v) for name, v in m["results"].items()}
         med = {name: common.median(v) for name, v in m["results"].items()}
-        ratio = bare_best / r[FIT]
+        fused_best = r[BARE_FUSED]
+        ratio = fused_best / r[FIT_RUN]
         ok = ratio >= FIT_TARGET
         summary.append(
             [
                 m["dataset"],
                 f"{m['network']} {shape}",
-                bare_best,
-                r[FIT],
+                fused_best,
+                r[FIT_RUN],
                 ratio,
-                bare_median / med[FIT],
+                med[BARE_FUSED] / med[FIT_RUN],
                 common.pass_miss(ok),
-                r[FIT] - r[TRAIN_STEP],
-                r[TRAIN_STEP] - r[TRAIN_STEP_PLAIN],
-                bare_best / r[FIT_SPE],
-                bare_best / r[FIT_PLAIN],
-                bare_best / r[FIT_CALLBACKS],
+                bare_best / r[FIT_RUN],
+                bare_best / r[FIT_ONE_CALLBACKS],
+                r[FIT_ONE] - r[TRAIN_STEP],
                 f"{m['load1_start']} -> {m['load1_end']}",
             ]
         )
@@ -329,10 +329,10 @@ def main(argv=None):
         (
             f"Summary: fit vs the bare loop per preset network (batch {args.batch_size}, "
             f"{args.dtype}; best chunks)",
-            ["preset", "network", "bare ms/step", "fit ms/step", "fit / bare",
-             "fit / bare (medians)", f">= {FIT_TARGET}", "fit - train_step (ms)",
-             "LossScaleOptimizer (ms)", "spe=8 / bare", "plain Adam fit / bare",
-             "fit + run callbacks / bare", "load (1 min)"],
+            ["preset", "network", "bare (FusedAdam) ms/step", "fit as a run ms/step",
+             "fit / bare", "fit / bare (medians)", f">= {FIT_TARGET}",
+             "fit as a run / bare keras Adam", "before: 1 step per call + callbacks / bare",
+             "fit - train_step, 1 step per call (ms)", "load (1 min)"],
             summary,
         ),
     )  # fmt: skip
@@ -344,12 +344,12 @@ def main(argv=None):
         sections,
         {"quick": args.quick, "args": vars(args), "presets": payload, "targets": targets},
         [
-            "Reading: fit / bare = images/s of fit over the bare loop's (best chunks); "
-            "fit - train_step = Keras' per-step work in fit (the same graph run from a Python "
-            "loop vs by fit); LossScaleOptimizer = train_step - train_step with a plain Adam "
-            "(its skip-if-non-finite update); spe=8 / bare = fit with steps_per_execution=8 "
-            "over the bare loop; the callback rows add train_and_evaluate's per-step callbacks "
-            "(Backup saves every 200 steps).",
+            "Reading: fit / bare = images/s of fit as train_and_evaluate runs it (several "
+            "steps per call, the run's callbacks, FusedAdam) over a bare tf.GradientTape loop "
+            "making the same update (FusedAdam), best chunks; the next columns compare with "
+            "the plain keras Adam loop: fit as a run now, and fit one step per call with the "
+            "run callbacks (a run before issue 16); fit - train_step = Keras' per-step work "
+            "in fit at one step per call.",
             f"total time {elapsed:.0f} s.",
         ],
     )

@@ -91,7 +91,7 @@ def synthetic_dataset(config, image_shape, batch_size, seed=0):
 class BareLoop:
     """The preset's architecture trained by a plain `tf.function` GradientTape step."""
 
-    def __init__(self, config, image_shape):
+    def __init__(self, config, image_shape, optimizer=None):
         import keras
         import tensorflow as tf
 
@@ -103,7 +103,8 @@ class BareLoop:
         self.gaussian_kl = likelihoods.gaussian_kl
         self.beta = float(config.beta)
         self.variables = self.encoder.trainable_variables + self.decoder.trainable_variables
-        self.optimizer = keras.optimizers.Adam(config.learning_rate)
+        # keras.optimizers.Adam unless given (e.g. keras_vae's FusedAdam).
+        self.optimizer = optimizer or keras.optimizers.Adam(config.learning_rate)
         self.optimizer.build(self.variables)
         self.step = tf.function(self._step)
 
