@@ -23,10 +23,16 @@ Reported:
   counted), against a 2048x2048 float32 `tf.matmul` measured in the same
   run (the best of its timed runs, at start and end; the target is >= 60%);
 - where one chunk's time goes (`--breakdown`): at the chunk the library
-  picks, the same work as the eager `model.log_weights` call it makes, as a
-  `tf.function`, as a `tf.function` compiled by XLA, the decoder alone, its
-  three matmuls alone, and the Bernoulli likelihood alone (with the tiling
-  of the images), each as ms per chunk and GFLOP/s of the decoder matmuls;
+  picks, the library's own compiled chunk (`bounds._CHUNK_GIVEN_POSTERIOR`:
+  decoder, log-prob with the images broadcast, log-weights, running
+  logsumexp), the eager `model.log_weights` call the library made before
+  issue 16 part 3, the same as a `tf.function` and compiled by XLA, the
+  decoder alone, its three matmuls alone, the Bernoulli likelihood alone
+  (with the tiling of the images) and its softplus alone, each as ms per
+  chunk (wall, and CPU: the process's CPU seconds, less sensitive to other
+  jobs on a shared machine) and GFLOP/s of the decoder matmuls;
+- the library's compiled chunk at other chunk sizes (`--chunk_sweep`):
+  decoder-matmul GFLOP/s against samples per decoder call;
 - peak memory: the same evaluation in a fresh process for two values of K
   (`--memory_samples`), peak RSS (ru_maxrss) and its growth over the RSS
   before the evaluation: memory should be flat in K (the library draws the
@@ -111,18 +117,56 @@ def timed_evaluation(model, ds, samples):
 # -- where a chunk's time goes ------------------------------------------------------------
 
 
-def _time(fn, min_seconds, min_runs=3):
-    """Median and best seconds of `fn()` (returns something convertible to numpy)."""
+def _time(fn, min_seconds, min_runs=3, cpu=None):
+    """Median and best wall seconds of `fn()` (returns something convertible to
+    numpy); with a list `cpu`, the median CPU seconds of the process are appended."""
     import numpy as np
 
     np.asarray(fn())  # warm up / trace
-    runs = []
+    runs, cpu_runs = [], []
     deadline = time.perf_counter() + min_seconds
     while len(runs) < min_runs or time.perf_counter() < deadline:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         np.asarray(fn())
         runs.append(time.perf_counter() - start)
+        cpu_runs.append(time.process_time() - start_cpu)
+    if cpu is not None:
+        cpu.append(common.median(cpu_runs))
     return common.median(runs), min(runs)
+
+
+def _library_chunk(model, x, chunk):
+    """`iwae_log_likelihood`'s compiled chunk on `chunk` samples of images `x`:
+    a function of no arguments returning the folded (max, sum) state."""
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_vae.evaluation import bounds
+
+    mean, log_var = (tf.cast(t, tf.float32) for t in model.encode(x))
+    eps = tf.random.normal((chunk, x.shape[0], model.latent_dim))
+    state = (tf.fill((x.shape[0],), -np.inf), tf.zeros((x.shape[0],)))
+    return lambda: bounds._CHUNK_GIVEN_POSTERIOR(model, x, mean, log_var, eps, *state, None)
+
+
+def chunk_sweep(model, batch_size, chunks, seconds):
+    """The library's compiled chunk at each chunk size: ms and decoder GFLOP/s."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = tf.constant((rng.random((batch_size, *IMAGE_SHAPE)) < 0.3).astype(np.float32))
+    rows = []
+    for chunk in chunks:
+        cpu = []
+        med, best = _time(_library_chunk(model, x, chunk), seconds, cpu=cpu)
+        flops = decoder_dense_flops(model) * batch_size * chunk
+        rows.append({"chunk": chunk, "codes": batch_size * chunk, "median_ms": 1e3 * med,
+                     "best_ms": 1e3 * best, "cpu_ms": 1e3 * cpu[0],
+                     "decoder_gflops_per_s": flops / med / 1e9,
+                     "best_decoder_gflops_per_s": flops / best / 1e9})  # fmt: skip
+        print(f"  chunk {chunk}: {1e3 * med:.1f} ms, {flops / med / 1e9:.0f} GFLOP/s", flush=True)
+    return rows
 
 
 def breakdown(model, batch_size, chunk, seconds):
@@ -192,6 +236,7 @@ def breakdown(model, batch_size, chunk, seconds):
         for name, fn in (("broadcast", broadcast_graph), ("broadcast_xla", broadcast_xla))
     }
     bernoulli = tf.function(lambda x, p: likelihoods.bernoulli_log_prob(x, p))
+    softplus = tf.function(lambda p: tf.reduce_sum(tf.reshape(tf.nn.softplus(p), (codes, -1)), 1))
 
     @tf.function
     def tile_and_bernoulli(x, p):
@@ -200,7 +245,9 @@ def breakdown(model, batch_size, chunk, seconds):
 
     # (name, fn, runs the decoder's matmuls)
     pieces = [
-        ("model.log_weights, eager (as the library calls it)", eager, True),
+        ("model.log_weights, eager (as the library called it before)", eager, True),
+        ("the library's compiled chunk (iwae_log_likelihood now)",
+         _library_chunk(model, x, chunk), True),
         ("the same in a tf.function", lambda: graph(x), True),
         ("the same in a tf.function, jit_compile=True (XLA)", lambda: xla(x), True),
         ("x broadcast, not tiled, in a tf.function (given eps)",
@@ -212,12 +259,15 @@ def breakdown(model, batch_size, chunk, seconds):
         ("decoder's matmuls + bias + ReLU, unfused", lambda: matmuls_bias_relu(z), True),
         ("Bernoulli log_prob alone (x already tiled)", lambda: bernoulli(x_flat, logits), False),
         ("tile x + Bernoulli log_prob", lambda: tile_and_bernoulli(x, logits), False),
+        ("softplus of the logits alone, summed", lambda: softplus(logits), False),
     ]
     flops = decoder_dense_flops(model) * codes
     rows = []
     for name, fn, has_decoder in pieces:
-        med, best = _time(fn, seconds)
+        cpu = []
+        med, best = _time(fn, seconds, cpu=cpu)
         rows.append({"piece": name, "median_ms": 1e3 * med, "best_ms": 1e3 * best,
+                     "cpu_ms": 1e3 * cpu[0],
                      "decoder_gflops_per_s": flops / med / 1e9 if has_decoder else None})
         print(f"  {name}: {1e3 * med:.1f} ms/chunk", flush=True)
     return {"chunk": chunk, "codes_per_chunk": codes, "decoder_flops_per_chunk": flops,
@@ -266,6 +316,9 @@ def main(argv=None):
                         "weights)")  # fmt: skip
     parser.add_argument("--no_breakdown", dest="breakdown", action="store_false")
     parser.add_argument("--breakdown_seconds", type=float, default=None)
+    parser.add_argument("--chunk_sweep", default=None, help="comma-separated chunk sizes "
+                        "(samples per decoder call) to time the library's chunk at "
+                        "(default 16,40,83,160; empty: none)")
     parser.add_argument("--memory_samples", default=None,
                         help="comma-separated K values of the memory runs (default 500,5000)")
     parser.add_argument("--memory_images", type=int, default=None, help="N of the memory runs")
@@ -278,6 +331,7 @@ def main(argv=None):
         samples=200 if quick else 5000,
         breakdown_seconds=0.5 if quick else 2.0,
         memory_samples="50,200" if quick else "500,5000",
+        chunk_sweep="16,83" if quick else "16,40,83,160",
         memory_images=64 if quick else 128,
     )
     for key, value in defaults.items():
@@ -286,6 +340,7 @@ def main(argv=None):
     if args.memory_child is not None:
         return memory_child(args)
     args.memory_samples = [int(k) for k in args.memory_samples.split(",") if k]
+    args.chunk_sweep = [int(k) for k in args.chunk_sweep.split(",") if k]
 
     from benchmarks import training as bench
     from keras_vae import evaluation
@@ -317,6 +372,11 @@ def main(argv=None):
               flush=True)  # fmt: skip
         pieces = breakdown(model, args.batch_size, chunk, args.breakdown_seconds)
         load["after_breakdown"] = round(os.getloadavg()[0], 2)
+    sweep = None
+    if args.chunk_sweep:
+        print("the library's compiled chunk against the chunk size:", flush=True)
+        sweep = chunk_sweep(model, args.batch_size, args.chunk_sweep, args.breakdown_seconds)
+        load["after_sweep"] = round(os.getloadavg()[0], 2)
     print("memory (fresh process per K):", flush=True)
     memory = memory_runs(args)
     peak_end = bench.matmul_peak(seconds=1.0 if quick else 3.0)
@@ -348,14 +408,25 @@ def main(argv=None):
         sections.append((
             f"Where one chunk goes: {chunk} samples x {args.batch_size} images = "
             f"{pieces['codes_per_chunk']:,} codes per decoder call",
-            ["piece", "median ms / chunk", "best ms", "of the eager call",
+            ["piece", "median ms / chunk", "best ms", "CPU ms", "of the eager call",
              "decoder-matmul GFLOP/s", "% of reference matmul"],
-            [[p["piece"], p["median_ms"], p["best_ms"],
+            [[p["piece"], p["median_ms"], p["best_ms"], p["cpu_ms"],
               f"{100 * p['median_ms'] / pieces['pieces'][0]['median_ms']:.0f}%",
               p["decoder_gflops_per_s"],
               None if p["decoder_gflops_per_s"] is None
               else f"{100 * p['decoder_gflops_per_s'] * 1e9 / reference:.0f}%"]
              for p in pieces["pieces"]],
+        ))  # fmt: skip
+    if sweep:
+        sections.append((
+            f"The library's compiled chunk against the chunk size ({args.batch_size} images)",
+            ["samples per chunk", "codes per decoder call", "median ms", "best ms", "CPU ms",
+             "decoder-matmul GFLOP/s (median)", "% of reference (median / best)"],
+            [[r["chunk"], r["codes"], r["median_ms"], r["best_ms"], r["cpu_ms"],
+              r["decoder_gflops_per_s"],
+              f"{100 * r['decoder_gflops_per_s'] * 1e9 / reference:.0f}% / "
+              f"{100 * r['best_decoder_gflops_per_s'] * 1e9 / reference:.0f}%"]
+             for r in sweep],
         ))  # fmt: skip
     base_rss = min(m["rss_before_mib"] for m in memory)
     sections.append((
@@ -403,6 +474,7 @@ def main(argv=None):
             "reference_flops_per_s": reference,
             "fraction_of_reference": fraction,
             "breakdown": pieces,
+            "chunk_sweep": sweep,
             "memory": memory,
             "load1": load,
             "targets": [

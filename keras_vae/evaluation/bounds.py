@@ -1,8 +1,9 @@
 """The per-example maths of the evaluation: units, dequantization, the IWAE and ELBO bounds.
 
 Re-exported by `keras_vae.evaluation`: use them from there. Every bound is
-per example, `(batch,)` float32 nats (`keras.ops`, eagerly); the reduction
-over a data set happens in `evaluation.evaluate_model`.
+per example, `(batch,)` float32 nats (`keras.ops`, eagerly, but for the IWAE
+bound's chunks: one compiled graph each, `_compiled`); the reduction over a
+data set happens in `evaluation.evaluate_model`.
 """
 
 from __future__ import annotations
@@ -144,13 +145,24 @@ def _seed_generator(seed):
     return keras.random.SeedGenerator(seed)
 
 
-class _LogMeanExp:
-    """Running log((1/K) sum_k exp(a_k)) over chunks of a_k, numerically stable.
+def _fold(running_max, running_sum, values):
+    """One chunk `values` `(S, batch)` folded into the running log-sum-exp state.
 
     State per example: the largest value so far m and s = sum_k exp(a_k - m).
-    A new chunk with maximum m' rescales s by exp(m - max(m, m')). Memory is
-    O(batch), whatever the number of chunks.
+    A new chunk with maximum m' rescales s by exp(m - max(m, m')). The empty
+    state is m = -inf, s = 0 (then s * exp(m - m') = 0 exactly). Returns the
+    new `(m, s)`, each `(batch,)`.
     """
+    new_max = ops.maximum(running_max, ops.max(values, axis=0))  # (B,)
+    new_sum = running_sum * ops.exp(running_max - new_max) + ops.sum(
+        ops.exp(values - new_max), axis=0
+    )
+    return new_max, new_sum
+
+
+class _LogMeanExp:
+    """Running log((1/K) sum_k exp(a_k)) over chunks of a_k, numerically stable
+    (`_fold`). Memory is O(batch), whatever the number of chunks."""
 
     def __init__(self):
         self.max = None  # (batch,)
@@ -159,21 +171,61 @@ class _LogMeanExp:
 
     def update(self, values):
         """Adds `values` of shape `(S, batch)`."""
-        chunk_max = ops.max(values, axis=0)  # (B,)
         if self.max is None:
-            new_max = chunk_max
-            self.sum = ops.sum(ops.exp(values - new_max), axis=0)
-        else:
-            new_max = ops.maximum(self.max, chunk_max)
-            self.sum = self.sum * ops.exp(self.max - new_max) + ops.sum(
-                ops.exp(values - new_max), axis=0
-            )
-        self.max = new_max
+            batch = ops.shape(values)[1:]
+            self.max = ops.full(batch, -np.inf, values.dtype)
+            self.sum = ops.zeros(batch, values.dtype)
+        self.max, self.sum = _fold(self.max, self.sum, values)
         self.count += int(ops.shape(values)[0])
 
     def result(self):
         """`(batch,)` log of the mean of exp over everything added."""
         return self.max + ops.log(self.sum) - math.log(self.count)
+
+
+def _compiled(fn):
+    """`fn` as one graph per input signature on the TensorFlow backend, else `fn`.
+
+    The IWAE bound calls it K / chunk times per batch: eagerly, op by op, its
+    dispatch and unfused kernels cost over half of the time
+    (benchmarks/iwae_eval.py); as a graph it runs near the decoder's matmul
+    speed. `reduce_retracing`: the last, shorter chunk and the last batch
+    generalize the traced shapes instead of tracing again and again.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return fn
+    import tensorflow as tf  # the backend's compiler; the maths stays keras.ops
+
+    return tf.function(fn, reduce_retracing=True, autograph=False)
+
+
+def _chunk_given_posterior(model, x, mean, log_var, eps, running_max, running_sum, labels):
+    """`VAE.log_weights`' maths after its encoder call, folded into the state:
+    `eps` `(S, B, D)` -> `_fold` of log w `(S, B)` (`VAE._importance_terms`)."""
+    log_w, *_ = model._importance_terms(x, mean, log_var, eps, labels=labels)
+    return _fold(running_max, running_sum, log_w)
+
+
+def _chunk_of_log_weights(model, x, eps, running_max, running_sum, labels):
+    """A variant's own `log_weights` (another posterior or prior, e.g. the IAF)
+    on the noise `eps` `(S, B, D)`, folded into the state."""
+    log_w = model.log_weights(x, ops.shape(eps)[0], eps=eps, **_given(labels))  # (B, S)
+    return _fold(running_max, running_sum, ops.transpose(log_w))
+
+
+# One trace per model (an argument: part of the trace key) and generalized
+# shape, kept for the process.
+_CHUNK_GIVEN_POSTERIOR = _compiled(_chunk_given_posterior)
+_CHUNK_OF_LOG_WEIGHTS = _compiled(_chunk_of_log_weights)
+
+
+def _encodes_once(model):
+    """Whether `model` uses `VAE.log_weights` (the Gaussian posterior of
+    `encode`, the standard normal prior): then the bound encodes each batch
+    once and only the chunks' decoding repeats."""
+    from keras_vae.models.vae import VAE  # evaluation -> models (downward)
+
+    return isinstance(model, VAE) and type(model).log_weights is VAE.log_weights
 
 
 # ---------------------------------------------------------------------------
@@ -189,10 +241,15 @@ def iwae_log_likelihood(model, images, num_samples=1000, chunk_size=100, seed=No
 
     with E[L_1] = ELBO <= E[L_K] <= E[L_{K+1}] <= log p(x), and L_K -> log p(x)
     as K -> infinity (their Theorem 1). The K samples are drawn `chunk_size` at
-    a time; each chunk tiles the images to `(batch * chunk, H, W, C)`, runs
-    the decoder once and folds its log-weights into a running logsumexp. So
-    memory is O(batch * chunk_size) (images, decoder activations), whatever K.
-    The encoder runs once per batch.
+    a time; each chunk is one compiled graph (`_compiled`, traced once for
+    the full chunks) that runs the decoder once on `batch * chunk` codes,
+    scores the images broadcast against them (`VAE._importance_terms`) and
+    folds the log-weights into a `(batch,)` running logsumexp (`_fold`). So
+    memory is O(batch * chunk_size) (decoder activations), whatever K. With
+    `VAE.log_weights` (the Gaussian posterior) the encoder runs once per
+    batch; a variant with its own `log_weights` (the IAF) has it compiled
+    per chunk. The noise is what `model.log_weights(x, chunk, seed=seed)`
+    draws chunk after chunk, so results equal the eager loop's.
 
     Args:
         model: a `VAE`.
@@ -216,13 +273,28 @@ def iwae_log_likelihood(model, images, num_samples=1000, chunk_size=100, seed=No
         raise ValueError(f"Expected `chunk_size` >= 1. Received: chunk_size={chunk_size!r}")
     generator = _seed_generator(seed)
     x = _as_images(images)
-    log_mean_exp = _LogMeanExp()
+    if labels is not None:
+        labels = keras.tree.map_structure(ops.convert_to_tensor, labels)
+    once = _encodes_once(model)
+    if once:
+        # `VAE.log_weights` encodes every call: here once per batch.
+        mean, log_var = (ops.cast(t, "float32") for t in model.encode(x, **_given(labels)))
+        batch = ops.shape(mean)[0]
+    else:
+        batch = ops.shape(x)[0]
+    state = (ops.full((batch,), -np.inf, "float32"), ops.zeros((batch,), "float32"))
     for start in range(0, int(num_samples), int(chunk_size)):
         num = min(int(chunk_size), int(num_samples) - start)
-        # `VAE.log_weights` (a variant's own posterior or prior included).
-        log_w = model.log_weights(x, num, seed=generator, **_given(labels))  # (B, S)
-        log_mean_exp.update(ops.transpose(log_w))
-    return log_mean_exp.result()
+        # The noise `log_weights(x, num, seed=generator)` would draw, drawn
+        # here so that it stays outside the compiled graph: the same numbers,
+        # and one trace whatever the generator.
+        eps = keras.random.normal((num, batch, model.latent_dim), seed=generator)  # (S, B, D)
+        if once:
+            state = _CHUNK_GIVEN_POSTERIOR(model, x, mean, log_var, eps, *state, labels)
+        else:
+            state = _CHUNK_OF_LOG_WEIGHTS(model, x, eps, *state, labels)
+    running_max, running_sum = state
+    return running_max + ops.log(running_sum) - math.log(int(num_samples))
 
 
 def elbo_terms(model, images, num_samples=1, seed=None, labels=None):
