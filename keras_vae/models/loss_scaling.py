@@ -28,6 +28,42 @@ class LossScaling:
                 )
         super().compile(optimizer=optimizer, **kwargs)
 
+    def apply_if_finite(self, loss, grads):
+        """Applies `grads` (of the scaled loss) to the trainable weights unless
+        the loss or a gradient is not finite; returns whether it did (a bool
+        tensor).
+
+        Unscaled (float32, bfloat16) and on one device, the update is Adam's
+        in a `cond` on one finiteness check: the LossScaleOptimizer would
+        check the gradients a second time and multiply them by its scale of
+        1 (the same update, ~10% of an mnist MLP step on 2 CPU cores). Under
+        `mixed_float16` or a distribution strategy it goes through the
+        LossScaleOptimizer (scaling; its cross-replica `cond`).
+        """
+        import tensorflow as tf
+
+        finite = tf.math.is_finite(loss)
+        for grad in grads:
+            if grad is not None:
+                finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(grad)))
+        inner = getattr(self.optimizer, "inner_optimizer", None)
+        scaled = self.dtype_policy.name == "mixed_float16"
+        if inner is None or scaled or tf.distribute.has_strategy():
+            self.optimizer.apply(grads, self.trainable_weights)
+            return finite
+
+        if not self.optimizer.built:  # as its `apply` would: its own variables too
+            with keras.name_scope(self.optimizer.name, caller=self.optimizer):
+                self.optimizer.build(self.trainable_weights)
+            self.optimizer.built = True
+
+        def apply():
+            inner.apply(grads, self.trainable_weights)
+            return tf.constant(True)
+
+        tf.cond(finite, apply, lambda: tf.constant(False))
+        return finite
+
     def compile_from_config(self, config):
         # Keras skips a custom `compile` on load without this (the saved
         # optimizer is already the LossScaleOptimizer).

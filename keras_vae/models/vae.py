@@ -18,6 +18,7 @@ from keras import ops
 
 from keras_vae import likelihoods as likelihoods_lib
 from keras_vae.layers import Sampling
+from keras_vae.models import importance
 from keras_vae.models.loss_scaling import LossScaling
 from keras_vae.models.run_state import RunState
 from keras_vae.models.schedules import BETA_SCHEDULES, LastValue, beta_at
@@ -345,11 +346,7 @@ class VAE(RunState, LossScaling, keras.Model):
             # unscales and skips a step whose gradients are not finite.
             scaled_loss = self.optimizer.scale_loss(loss / replicas)
         grads = tape.gradient(scaled_loss, self.trainable_weights)
-        self.optimizer.apply(grads, self.trainable_weights)
-        finite = tf.math.is_finite(loss)
-        for grad in grads:
-            if grad is not None:
-                finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(grad)))
+        finite = self.apply_if_finite(loss, grads)
         skipped = tf.cast(tf.logical_not(finite), "int64")
         self.skipped_steps.assign_add(skipped)
         self.consecutive_skips.assign((self.consecutive_skips + skipped) * skipped)
@@ -443,31 +440,11 @@ class VAE(RunState, LossScaling, keras.Model):
         return ops.transpose(log_w)  # (B, K)
 
     def _importance_terms(self, x, mean, log_var, eps, training=False, labels=None):
-        """`(log_w, log_px, z, params)` of z_k = mean + exp(log_var / 2) * eps_k.
-
-        `eps` `(K, B, D)`; one decoder call on K * B codes, sample-major (row
-        s * B + i is sample s of example i): `log_w`, `log_px` `(K, B)`, `z`
-        `(K, B, D)`, `params` `(K * B, ...)`. log q(z_k|x) = -1/2 sum_d (log 2 pi
-        + log_var_d + eps_kd^2) comes from eps (no (z - mean) / sigma round trip).
-        """
-        k, batch, latent_dim = (ops.shape(eps)[i] for i in range(3))
-        z = ops.expand_dims(mean, 0) + ops.exp(0.5 * ops.expand_dims(log_var, 0)) * eps
-        image_shape = tuple(ops.shape(x)[1:])
-        x_flat = ops.reshape(
-            ops.tile(ops.expand_dims(x, 0), (k, 1) + (1,) * len(image_shape)),
-            (k * batch,) + image_shape,
-        )  # (K*B, H, W, C)
-        params = self._likelihood_params(
-            x_flat, ops.reshape(z, (k * batch, latent_dim)), labels, training
-        )  # labels (B, ...) serve each block of B codes
-        log_px = ops.reshape(
-            ops.cast(self.likelihood_fn.log_prob(x_flat, params), mean.dtype), (k, batch)
-        )
-        log_pz = likelihoods_lib.standard_normal_log_density(z)  # (K, B)
-        log_qz = -0.5 * ops.sum(
-            likelihoods_lib.LOG_2PI + ops.expand_dims(log_var, 0) + ops.square(eps), axis=-1
-        )
-        return log_px + log_pz - log_qz, log_px, z, params
+        """`(log_w, log_px, z, params)` of z_k = mean + exp(log_var / 2) * eps_k,
+        `eps` `(K, B, D)`: one decoder call on K * B codes, sample-major;
+        `log_w`, `log_px` `(K, B)`, `z` `(K, B, D)`, `params` `(K * B, ...)`
+        (`keras_vae.models.importance.importance_terms`)."""
+        return importance.importance_terms(self, x, mean, log_var, eps, training, labels)
 
     def get_config(self):
         return {
