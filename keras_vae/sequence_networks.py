@@ -39,8 +39,43 @@ def _check(rnn, vocab_size, latent_dim, units, embedding_dim):
             raise ValueError(f"Expected `{name}` to be an int >= {low}. Received: {name}={value!r}")
 
 
+class _SplitGRUCell(keras.layers.GRUCell):
+    """`keras.layers.GRUCell` (its default form: implementation 2, reset after,
+    biases, no dropout) with the recurrent projection split into the three
+    gates by one `split` instead of three slices: the same values, and a
+    backward pass of one concatenation where each slice's gradient wrote a
+    zero tensor (`StridedSliceGrad`: 17% of the strokes step's op time)."""
+
+    def call(self, inputs, states, training=False):
+        plain = (self.implementation != 2 or not self.reset_after or not self.use_bias
+                 or self.dropout or self.recurrent_dropout)  # fmt: skip
+        if plain:
+            return super().call(inputs, states, training)
+        h_tm1 = states[0] if isinstance(states, (list, tuple)) else states
+        input_bias, recurrent_bias = ops.unstack(self.bias, 2, axis=0)
+        x_z, x_r, x_h = ops.split(ops.matmul(inputs, self.kernel) + input_bias, 3, axis=-1)
+        inner = ops.matmul(h_tm1, self.recurrent_kernel) + recurrent_bias
+        recurrent_z, recurrent_r, recurrent_h = ops.split(inner, 3, axis=-1)
+        z = self.recurrent_activation(x_z + recurrent_z)
+        r = self.recurrent_activation(x_r + recurrent_r)
+        hh = self.activation(x_h + r * recurrent_h)
+        h = z * h_tm1 + (1 - z) * hh
+        return h, [h] if isinstance(states, (list, tuple)) else h
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class GRU(keras.layers.GRU):
+    """`keras.layers.GRU` (same weights, config and GPU path) stepping with
+    `_SplitGRUCell`."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(units, **kwargs)
+        # The cell Keras made, given the subclass's `call` (state unchanged).
+        self.cell.__class__ = _SplitGRUCell
+
+
 def _rnn_layer(rnn, units, **kwargs):
-    cls = keras.layers.GRU if rnn == "gru" else keras.layers.LSTM
+    cls = GRU if rnn == "gru" else keras.layers.LSTM
     return cls(units, **kwargs)
 
 
