@@ -84,7 +84,8 @@ def manual_loop(step, iterator, steps):
 class SequenceBareLoop:
     """The strokes preset's networks trained by a plain `tf.function` GradientTape step."""
 
-    def __init__(self, config, max_length, vocab_size, warmup_steps, model, optimizer=None):
+    def __init__(self, config, max_length, vocab_size, warmup_steps, model, optimizer=None,
+                 jit_compile=False):
         import keras
         import tensorflow as tf
 
@@ -100,7 +101,7 @@ class SequenceBareLoop:
         self.variables = self.encoder.trainable_variables + self.decoder.trainable_variables
         self.optimizer = optimizer or keras.optimizers.Adam(config.learning_rate)
         self.optimizer.build(self.variables)
-        self.step = tf.function(self._step)
+        self.step = tf.function(self._step, jit_compile=jit_compile)
 
     def _step(self, x):
         import tensorflow as tf
@@ -161,34 +162,35 @@ def measure(dataset, args):
 
     from keras_vae.models.loss_scaling import FusedAdam
     from keras_vae.training import execution
+    from keras_vae.training.distribute import auto_jit_compile
+
+    # XLA as `--jit_compile=auto` resolves here, for fit and the bare loops alike.
+    jit = auto_jit_compile(config, bool(tf.config.list_physical_devices("GPU")))
 
     def model():
         return training_lib.build_model(
-            config, image_shape, steps_per_epoch=steps_per_epoch, vocabulary=vocabulary
+            config, image_shape, steps_per_epoch=steps_per_epoch, jit_compile=jit,
+            vocabulary=vocabulary,
         )
 
     as_is, run_model = model(), model()
-    # N as `train_and_evaluate` chooses it (its default logging interval).
-    calls = execution.steps_per_execution(config.backup_every_steps)
-    every = max(calls, config.epochs * steps_per_epoch // 100 // calls * calls)
-    steps_per_call = execution.StepsPerCall(
-        execution.steps_per_execution(config.backup_every_steps, every)
-    )
+    # N as `train_and_evaluate` chooses it.
+    steps_per_call = execution.StepsPerCall(execution.run_schedule(config, steps_per_epoch)[0])
     steps_per_call.install(run_model)
     if config.is_sequence:
         warmup = config.warmup_steps or max(1, config.epochs * steps_per_epoch // 4)
 
         def bare_loop(optimizer=None):
             return SequenceBareLoop(
-                config, image_shape[0], len(vocabulary), warmup, as_is, optimizer
+                config, image_shape[0], len(vocabulary), warmup, as_is, optimizer, jit
             )
     else:
 
         def bare_loop(optimizer=None):
-            return bench.BareLoop(config, image_shape, optimizer)
+            return bench.BareLoop(config, image_shape, optimizer, jit)
 
     bare, bare_fused = bare_loop(), bare_loop(FusedAdam(config.learning_rate))
-    train_step = tf.function(as_is.train_step)
+    train_step = tf.function(as_is.train_step, jit_compile=jit)
     workdir = tempfile.TemporaryDirectory(prefix="keras_vae_bench_")
     run_callbacks = bench.run_callbacks(config, workdir.name)
     n_call = steps_per_call.steps

@@ -91,7 +91,7 @@ def synthetic_dataset(config, image_shape, batch_size, seed=0):
 class BareLoop:
     """The preset's architecture trained by a plain `tf.function` GradientTape step."""
 
-    def __init__(self, config, image_shape, optimizer=None):
+    def __init__(self, config, image_shape, optimizer=None, jit_compile=False):
         import keras
         import tensorflow as tf
 
@@ -106,7 +106,7 @@ class BareLoop:
         # keras.optimizers.Adam unless given (e.g. keras_vae's FusedAdam).
         self.optimizer = optimizer or keras.optimizers.Adam(config.learning_rate)
         self.optimizer.build(self.variables)
-        self.step = tf.function(self._step)
+        self.step = tf.function(self._step, jit_compile=jit_compile)
 
     def _step(self, x):
         import tensorflow as tf

@@ -3,7 +3,7 @@
     pip install -r benchmarks/requirements.txt     # torch 2.13.0, CPU build
     python benchmarks/vs_pytorch.py                # every row (~5 min on 2 quiet cores)
     python benchmarks/vs_pytorch.py --quick        # smoke run (~1.5 min)
-    python benchmarks/vs_pytorch.py --rows=celeb_a,iwae --keras_variants=fit,fit_xla
+    python benchmarks/vs_pytorch.py --rows=celeb_a,iwae --keras_variants=fit_run,fit_xla
     python benchmarks/vs_pytorch.py --json=-       # also the raw results as JSON on stdout
 
 Rows (batch 64, float32, in-memory data):
@@ -20,12 +20,14 @@ Rows (batch 64, float32, in-memory data):
                   word dropout 0.5, linear KL warm-up
 
 keras_vae side: `keras_vae.training.build_model(config, ...)` (the model
-train.py trains, compiled with its LossScaleOptimizer-wrapped Adam) and
-`model.fit(ds, steps_per_epoch=N, verbose=0)` on a cached, repeated
-`tf.data` dataset of 4 batches, as in `training.py`. Optional extra Keras
-loops (`--keras_variants`): `fit_xla` (build_model(..., jit_compile=True):
-the whole train_step compiled by XLA) and `fit_spe8` (compiled with
-`steps_per_execution=8`: 8 steps per call of the train function).
+train.py trains: FusedAdam in its LossScaleOptimizer, XLA as `--jit_compile=auto`
+resolves on this machine) and `model.fit(ds, steps_per_epoch=N, verbose=0)` on
+a cached, repeated `tf.data` dataset of 4 batches, as in `training.py`.
+Keras loops (`--keras_variants`, the first is the headline): `fit_run`, fit
+as `train_and_evaluate` runs it (several steps per call of the train
+function, `keras_vae.training.execution.StepsPerCall`); `fit`, one step per
+call; `fit_xla`, `build_model(..., jit_compile=True)` (the whole train_step
+compiled by XLA).
 
 PyTorch side (`torch_replicas.py`): the same layers, widths, heads,
 likelihood and loss, `torch.optim.Adam(lr, eps=1e-7)` (Keras' defaults), an
@@ -81,9 +83,11 @@ ROWS = {
 IMAGE_SHAPES = {"shapes": (64, 64, 1), "mnist": (28, 28, 1), "cifar10": (32, 32, 3),
                 "celeb_a": (64, 64, 3)}  # fmt: skip
 KERAS_VARIANTS = {
+    # fit as `train_and_evaluate` runs it: N steps per call (`training.execution`).
+    "fit_run": {"run": True},
     "fit": {},
+    "fit_run_no_xla": {"run": True, "jit_compile": False},
     "fit_xla": {"jit_compile": True},
-    "fit_spe8": {"steps_per_execution": 8},
 }
 
 
@@ -225,7 +229,9 @@ class KerasWorker:
 
         from keras_vae import config as config_lib
         from keras_vae import training as training_lib
+        from keras_vae.training.distribute import auto_jit_compile
 
+        gpu = bool(self.tf.config.list_physical_devices("GPU"))
         self.models = {}
         keras.backend.clear_session()
         gc.collect()
@@ -240,16 +246,25 @@ class KerasWorker:
                 config,
                 tuple(spec["image_shape"]),
                 steps_per_epoch=spec["steps_per_epoch"],
-                jit_compile=options.get("jit_compile", False),
+                jit_compile=options.get("jit_compile", auto_jit_compile(config, gpu)),
                 vocabulary=tuple(spec.get("vocabulary", ())),
             )
             spe = options.get("steps_per_execution", 1)
-            if spe > 1:
+            extra = []
+            if options.get("run"):
+                from keras_vae.training import execution
+
+                calls = execution.StepsPerCall(
+                    execution.run_schedule(config, spec["steps_per_epoch"])[0]
+                )
+                calls.install(m)
+                spe, extra = calls.steps, [calls]
+            elif spe > 1:
                 m.compile(
                     optimizer=keras.optimizers.Adam(config.learning_rate),
                     steps_per_execution=spe,
                 )
-            self.models[name] = (m, spe)
+            self.models[name] = (m, spe, extra)
             start = time.perf_counter()
             self.run(name, max(warmup_steps, 3 * spe))  # traces the train function
             warmup = time.perf_counter() - start
@@ -264,7 +279,7 @@ class KerasWorker:
     def run(self, name, steps):
         import keras
 
-        model, spe = self.models[name]
+        model, spe, extra = self.models[name]
         times = []
 
         class Clock(keras.callbacks.Callback):
@@ -274,7 +289,8 @@ class KerasWorker:
                 times.append(time.perf_counter())
 
         steps = max(steps - steps % spe, (SKIP_STEPS + 2) * spe)
-        model.fit(self.ds, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[Clock()])
+        model.fit(self.ds, epochs=1, steps_per_epoch=steps, verbose=0,
+                  callbacks=[*extra, Clock()])
         # The last batch-begin reading starts the last call: time up to it only.
         return _rate(times, int(self.ds.element_spec.shape[0]), spe)
 
@@ -474,7 +490,7 @@ def main(argv=None):
                         + ",".join(ROWS))  # fmt: skip
     parser.add_argument(
         "--keras_variants",
-        default="fit",
+        default="fit_run,fit",
         help="comma-separated Keras loops to time, the first one is the headline: "
         + ", ".join(KERAS_VARIANTS),
     )

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_vae import make_vae
 
 from keras_vae import config as config_lib
 from keras_vae import likelihoods, training
@@ -207,15 +208,25 @@ def _tiny_config(**overrides):
 
 
 class _Calls(keras.callbacks.Callback):
-    """The steps per call of each epoch (epoch hooks only: a batch hook
-    would be given one step per call)."""
+    """The number of train-function calls per epoch, counted at the model's
+    `train_function` (epoch hooks only: a batch hook would be given one step
+    per call)."""
 
     def __init__(self):
         super().__init__()
-        self.steps_per_call = []
+        self.per_epoch = []
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.steps_per_call.append(int(self.model.steps_per_execution))
+    def on_epoch_begin(self, epoch, logs=None):
+        self.per_epoch.append(0)
+        train_function = self.model.train_function
+        if not getattr(train_function, "counted", False):
+
+            def counted(iterator):
+                self.per_epoch[-1] += 1
+                return train_function(iterator)
+
+            counted.counted = True
+            self.model.train_function = counted
 
 
 def _weights(workdir):
@@ -232,7 +243,7 @@ def one_step_per_call(tmp_path_factory):
         patch.setattr(execution, "MAX_STEPS_PER_EXECUTION", 1)
         results = training.train_and_evaluate(_tiny_config(), workdir, verbose=0,
                                               callbacks=[calls])
-    assert calls.steps_per_call == [1, 1]
+    assert calls.per_epoch == [10, 10]
     return workdir, results
 
 
@@ -246,7 +257,7 @@ def test_several_steps_per_call_train_exactly_as_one(tmp_path, one_step_per_call
     fast = str(tmp_path / "fast")
     calls = _Calls()
     fast_results = training.train_and_evaluate(_tiny_config(), fast, verbose=0, callbacks=[calls])
-    assert calls.steps_per_call == [8, 8]
+    assert calls.per_epoch == [2, 2]  # 8 + 2 steps
     assert fast_results["steps"] == slow_results["steps"] == 20
     for key in ("elbo", "reconstruction", "kl", "num_images"):
         assert fast_results[key] == slow_results[key], key
@@ -293,3 +304,80 @@ def test_a_callers_batch_hook_gets_every_step(tmp_path):
     config = _tiny_config(epochs=1, steps_per_epoch=8, validation_steps=1, eval_steps=1)
     training.train_and_evaluate(config, str(tmp_path), verbose=0, callbacks=[EveryStep()])
     assert seen == list(range(1, 9))
+
+
+def test_split_gru_is_keras_gru_bit_for_bit():
+    # The same weights give the same outputs and gradients: one `split` of
+    # the recurrent projection instead of three slices of it.
+    from keras_vae.sequence_networks import GRU
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(4, 7, 5)).astype("float32"))
+    plain = keras.layers.GRU(6, return_sequences=True)
+    split = GRU(6, return_sequences=True)
+    plain.build(x.shape)
+    split.build(x.shape)
+    assert [w.shape for w in plain.weights] == [w.shape for w in split.weights]
+    for a, b in zip(plain.weights, split.weights, strict=True):
+        b.assign(rng.normal(size=a.shape).astype("float32"))
+        a.assign(b)
+
+    @tf.function
+    def outputs_and_gradients(layer):
+        with tf.GradientTape() as tape:
+            y = layer(x)
+            loss = tf.reduce_sum(y**2)
+        return y, tape.gradient(loss, layer.weights)
+
+    y_plain, g_plain = outputs_and_gradients(plain)
+    y_split, g_split = outputs_and_gradients(split)
+    np.testing.assert_array_equal(y_split.numpy(), y_plain.numpy())
+    for a, b in zip(g_plain, g_split, strict=True):
+        assert np.max(np.abs(a.numpy())) > 0
+        np.testing.assert_array_equal(b.numpy(), a.numpy())
+    # A Bidirectional wrapper's backward copy steps with the split cell too.
+    backward = keras.layers.Bidirectional(GRU(6)).backward_layer
+    assert type(backward) is GRU and type(backward.cell).__name__ == "_SplitGRUCell"
+
+
+def test_auto_xla_is_on_for_sequences_and_gpus_only():
+    from keras_vae.training.distribute import auto_jit_compile
+
+    assert auto_jit_compile(config_lib.resolve("strokes"), gpu=False) is True
+    assert auto_jit_compile(config_lib.resolve("shapes"), gpu=False) is False
+    assert auto_jit_compile(config_lib.resolve("celeb_a"), gpu=True) is True
+
+
+def _trained_weights(monkeypatch, through_loss_scale_optimizer, batches):
+    if through_loss_scale_optimizer:  # as under a strategy: the optimizer's own cond
+        monkeypatch.setattr(tf.distribute, "has_strategy", lambda: True)
+    model = make_vae()
+    model.sampling.deterministic = True
+    model.compile(optimizer=FusedAdam(1e-2))
+    step = tf.function(model.train_step)
+    for batch in batches:
+        step(batch)
+    monkeypatch.undo()
+    return model
+
+
+def test_unscaled_update_equals_the_loss_scale_optimizers_and_skips_alike(monkeypatch):
+    # float32: Adam in one `cond` on one finiteness check gives the update
+    # the LossScaleOptimizer gives (its scale is 1), bit for bit; a batch
+    # with a NaN is skipped by both: weights and Adam's step count unchanged.
+    rng = np.random.default_rng(0)
+    good = [tf.constant((rng.random((8, 16, 16, 1)) > 0.5).astype("float32")) for _ in range(3)]
+    bad = good[0].numpy().copy()
+    bad[0, 0, 0, 0] = np.nan
+    batches = [*good, tf.constant(bad)]
+    lean = _trained_weights(monkeypatch, False, batches)
+    wrapped = _trained_weights(monkeypatch, True, batches)
+    for model in (lean, wrapped):
+        assert int(model.optimizer.iterations.numpy()) == 3
+        assert int(model.skipped_steps.numpy()) == 1
+    for a, b in zip(lean.weights, wrapped.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    start = make_vae()
+    moved = max(float(np.max(np.abs(a.numpy() - b.numpy())))
+                for a, b in zip(lean.trainable_weights, start.trainable_weights, strict=True))
+    assert moved > 1e-3

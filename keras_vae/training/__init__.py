@@ -86,7 +86,7 @@ from keras_vae.training.execution import (
     ClampedProgbar,
     StepsPerCall,
     acts_on_batches,
-    steps_per_execution,
+    run_schedule,
 )
 from keras_vae.training.failures import check_finite_results, diverged_error
 from keras_vae.training.plan import (
@@ -316,14 +316,10 @@ class _Run:
         # multiple of the steps per train-function call (`_fit_phase`).
         # Several steps per call of the train function (`execution`); a
         # caller's callback with a batch hook gets every step, as in `fit`.
-        limit = 1 if acts_on_batches(extra) else None
-        every = config.log_every_steps
-        if every is None:  # a multiple of the steps per call
-            calls = steps_per_execution(config.backup_every_steps, limit=limit)
-            every = max(calls, config.epochs * self.steps_per_epoch // 100 // calls * calls)
-        self.steps_per_call = StepsPerCall(
-            steps_per_execution(config.backup_every_steps, every, limit=limit)
+        calls, every = run_schedule(
+            config, self.steps_per_epoch, limit=1 if acts_on_batches(extra) else None
         )
+        self.steps_per_call = StepsPerCall(calls)
         chief = [
             keras.callbacks.TensorBoard(log_dir=tensorboard, write_graph=False, profile_batch=0),
             StepScalars(os.path.join(tensorboard, "train"), every, exact=not runtime.custom_loop),

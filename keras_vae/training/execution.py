@@ -17,7 +17,6 @@ call), as in a plain `fit`.
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import keras
@@ -34,6 +33,17 @@ def steps_per_execution(*intervals, limit=None):
     limit = MAX_STEPS_PER_EXECUTION if limit is None else limit
     common = math.gcd(*(int(i) for i in intervals))  # gcd(n, 0) = n
     return max(n for n in range(1, int(limit) + 1) if common == 0 or common % n == 0)
+
+
+def run_schedule(config, steps_per_epoch, limit=None):
+    """`(steps per call, logging interval)` of a run of `config`: points every
+    `config.log_every_steps`, else about 100 per run as a multiple of the
+    steps per call (48 apart on shapes); backups every `backup_every_steps`."""
+    every = config.log_every_steps
+    if every is None:
+        calls = steps_per_execution(config.backup_every_steps, limit=limit)
+        every = max(calls, config.epochs * steps_per_epoch // 100 // calls * calls)
+    return steps_per_execution(config.backup_every_steps, every, limit=limit), every
 
 
 def acts_on_batches(callbacks):
@@ -54,21 +64,32 @@ class StepsPerCall(keras.callbacks.Callback):
         self._left = self.steps
 
     def install(self, model):
-        """Sets `model` to `steps` steps per call and wraps its (rebuilt)
-        train function; the test function is rebuilt too."""
-        model.steps_per_execution = self.steps
-        model.train_function = model.test_function = None
-        model.make_train_function()
-        calls = model.train_function
+        """Rebuilds `model`'s train and test functions: `fit` makes one call
+        of the train function per `steps` steps (callbacks run once a call),
+        each call Keras' own train function for that many steps."""
+        functions = {}  # steps per call -> Keras' train function
 
         def train_function(iterator):
-            if self._left >= self.steps:
-                return calls(iterator)
-            # Given a Python iterable rather than a tf.data iterator, Keras'
-            # train function runs its one-step function on each element.
-            return calls(itertools.islice(iterator, self._left))
+            steps = min(self._left, self.steps)
+            # Keras reads `steps_per_execution` as it builds and traces one.
+            model.steps_per_execution, caller = steps, model.train_function
+            try:
+                if steps not in functions:
+                    model.train_function = None
+                    model.make_train_function()
+                    functions[steps] = model.train_function
+                return functions[steps](iterator)
+            finally:
+                model.train_function, model.steps_per_execution = caller, 1
 
+        model.test_function = None
         model.train_function = train_function
+        # What `fit` reads as it starts: calls of `steps` steps (`on_train_begin`
+        # sets 1 back before a validation iterator or test function is built).
+        model.steps_per_execution = self.steps
+
+    def on_train_begin(self, logs=None):
+        self.model.steps_per_execution = 1
 
     def on_train_batch_begin(self, batch, logs=None):
         steps = self.params.get("steps")  # `batch`: the call's first step
