@@ -202,9 +202,9 @@ def measure(dataset, args):
             TRAIN_STEP: lambda: manual_loop(train_step, iterator, n),
             FIT_ONE: lambda: clocked_fit(as_is, ds, n),
             FIT_ONE_CALLBACKS: lambda: clocked_fit(as_is, ds, n, run_callbacks),
-            FIT_RUN: lambda: clocked_fit(
+            FIT_RUN: lambda: (steps_per_call.install(run_model), clocked_fit(
                 run_model, ds, n, [steps_per_call, *run_callbacks], steps_per_call=n_call
-            ),
+            ))[1],
         }
 
     load_start = round(os.getloadavg()[0], 2)

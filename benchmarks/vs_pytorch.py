@@ -289,6 +289,8 @@ class KerasWorker:
                 times.append(time.perf_counter())
 
         steps = max(steps - steps % spe, (SKIP_STEPS + 2) * spe)
+        for calls in extra:  # StepsPerCall: before each fit, as training does
+            calls.install(model)
         model.fit(self.ds, epochs=1, steps_per_epoch=steps, verbose=0,
                   callbacks=[*extra, Clock()])
         # The last batch-begin reading starts the last call: time up to it only.

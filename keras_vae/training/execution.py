@@ -61,16 +61,19 @@ class StepsPerCall(keras.callbacks.Callback):
     def __init__(self, steps):
         super().__init__()
         self.steps = int(steps)
-        self._left = self.steps
+        self._left = self._per_call = self.steps
 
     def install(self, model):
-        """Rebuilds `model`'s train and test functions: `fit` makes one call
-        of the train function per `steps` steps (callbacks run once a call),
-        each call Keras' own train function for that many steps."""
+        """Sets `model` up for the next `fit`: one call of the train function
+        per `steps` steps (callbacks run once a call), each call Keras' own
+        train function for that many steps. Call it before each `fit`."""
+        model.steps_per_execution = self.steps  # what `fit` reads as it starts
+        if getattr(model.train_function, "steps_per_call", None) is self:
+            return
         functions = {}  # steps per call -> Keras' train function
 
         def train_function(iterator):
-            steps = min(self._left, self.steps)
+            steps = min(self._left, self._per_call)
             # Keras reads `steps_per_execution` as it builds and traces one.
             model.steps_per_execution, caller = steps, model.train_function
             try:
@@ -82,13 +85,14 @@ class StepsPerCall(keras.callbacks.Callback):
             finally:
                 model.train_function, model.steps_per_execution = caller, 1
 
+        train_function.steps_per_call = self
         model.test_function = None
         model.train_function = train_function
-        # What `fit` reads as it starts: calls of `steps` steps (`on_train_begin`
-        # sets 1 back before a validation iterator or test function is built).
-        model.steps_per_execution = self.steps
 
     def on_train_begin(self, logs=None):
+        # The steps per call `fit`'s epoch iterator took; then 1 for anything
+        # built later (a validation iterator, the test function).
+        self._per_call = self.model.steps_per_execution
         self.model.steps_per_execution = 1
 
     def on_train_batch_begin(self, batch, logs=None):
