@@ -152,7 +152,7 @@ class Config:
     # Hardware.
     mixed_precision: str = _field("auto", "auto (float16 on GPU, none on CPU), float16, "
                                   "bfloat16 or none")
-    jit_compile: str = _field("auto", "XLA: auto (GPU; on CPU sequences only), true or false")
+    jit_compile: str = _field("auto", "XLA: auto (GPU only; slower on CPU), true or false")
     distribution: str = _field("auto", "auto, none, mirrored (local GPUs), multi_worker (from "
                                "TF_CONFIG) or tpu")
     # Logging, saving, fault tolerance.

@@ -61,12 +61,13 @@ def _is_chief(strategy):
 
 def auto_jit_compile(config, gpu):
     """Whether `--jit_compile=auto` compiles the train step with XLA: with a
-    GPU; on CPU for the sequence VAE, whose RNN loops XLA fuses (its step's
-    CPU time 92 -> 75 ms on 2 cores), not for the image models, whose
-    convolutions are slower under XLA than oneDNN's (a 64x64 conv VAE: 353
-    against 784 img/s; Keras' own `jit_compile="auto"` is off on CPU). The
+    GPU only. On CPU it was slower in every case measured (2 cores, TF 2.21):
+    a 64x64 conv VAE at 353 against 784 img/s (XLA's convolutions against
+    oneDNN's; Keras' own `jit_compile="auto"` is off on CPU too), and the
+    strokes sequence VAE at 878 against 1,053 seq/s although its CPU time per
+    step fell (92 -> 75 ms: fewer ops, less of them in parallel). The
     discretized logistic is compiled on its own (`likelihoods`)."""
-    return gpu or config.is_sequence
+    return bool(gpu)
 
 
 def make_runtime(config):
