@@ -6,8 +6,11 @@ the mnist MLP trained at 0.65-0.85x the speed of a bare `tf.GradientTape`
 loop). `compile(steps_per_execution=n)` runs n steps per call, but Keras
 rounds each epoch up to whole calls (with repeated data the epoch then
 runs too many steps), and the presets' epochs are 859, 703 and 2,543
-steps: no n > 1 divides them. `StepsPerCall` keeps the count exact: the
-epoch's last call runs only the steps left, one at a time.
+steps: no n > 1 divides them. `StepsPerCall` keeps the count exact: each
+call runs Keras' own train function built for its number of steps, the
+epoch's last call one for the steps left. The steps run through the same
+while-loop graph whatever their grouping, so a run ends with the weights of
+one step per call, bit for bit (tests/test_fast_paths.py).
 
 Callbacks see a call's last step: the run's own (`Backup`, `StepScalars`,
 the guards) act when a call crosses their step, on the model's global
