@@ -188,6 +188,12 @@ def test_compiled_discretized_logistic_equals_the_plain_function(dtype, rtol):
                                   plain(x, params).numpy())
 
 
+def test_short_runs_keep_one_step_per_call(monkeypatch):
+    monkeypatch.setattr(execution, "MIN_RUN_STEPS", 1000)
+    assert execution.run_schedule(_tiny_config(), 10) == (1, 1)  # 20 steps: one per call
+    assert execution.run_schedule(config_lib.resolve("shapes"), 500) == (8, 48)  # 5,000 steps
+
+
 def test_steps_per_execution_divides_every_interval():
     # The largest n <= 8 dividing the intervals callbacks act on.
     assert execution.steps_per_execution(200, 48) == 8  # gcd 8
@@ -232,6 +238,12 @@ class _Calls(keras.callbacks.Callback):
 def _weights(workdir):
     model = keras.models.load_model(os.path.join(workdir, "model.keras"))
     return [w.numpy() for w in model.weights]
+
+
+@pytest.fixture(autouse=True)
+def _short_runs_too(monkeypatch):
+    # The tiny runs here take several steps per call as a long run does.
+    monkeypatch.setattr(execution, "MIN_RUN_STEPS", 0)
 
 
 @pytest.fixture(scope="module")

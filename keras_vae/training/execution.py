@@ -27,6 +27,10 @@ import keras
 # Steps per call, at most: a signal or a non-finite step is acted on at most
 # this many steps late.
 MAX_STEPS_PER_EXECUTION = 8
+# Shorter runs keep one step per call: the train function for several steps
+# (and one for an epoch's last, shorter call) costs ~1.5 s more to trace
+# (2 cores), more than it saves in a few hundred steps.
+MIN_RUN_STEPS = 1000
 
 
 def steps_per_execution(*intervals, limit=None):
@@ -41,7 +45,10 @@ def steps_per_execution(*intervals, limit=None):
 def run_schedule(config, steps_per_epoch, limit=None):
     """`(steps per call, logging interval)` of a run of `config`: points every
     `config.log_every_steps`, else about 100 per run as a multiple of the
-    steps per call (48 apart on shapes); backups every `backup_every_steps`."""
+    steps per call (48 apart on shapes); backups every `backup_every_steps`.
+    One step per call for a run shorter than `MIN_RUN_STEPS`."""
+    if config.epochs * steps_per_epoch < MIN_RUN_STEPS:
+        limit = 1
     every = config.log_every_steps
     if every is None:
         calls = steps_per_execution(config.backup_every_steps, limit=limit)
