@@ -15,11 +15,12 @@ layout: the decoder returns one tensor of parameters of shape
 
 from __future__ import annotations
 
-import functools
 import math
 
 import keras
 from keras import ops
+
+from keras_vae import compiled
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -35,32 +36,6 @@ def _float(*xs):
     wide = any(keras.backend.standardize_dtype(x.dtype) == "float64" for x in xs)
     dtype = "float64" if wide else "float32"
     return tuple(ops.cast(x, dtype) for x in xs)
-
-
-def _compiled(fn):
-    """`fn`, run as one XLA cluster when it is traced into a TensorFlow graph
-    (a `fit` or `evaluate` step): its element-wise ops fused into a few loops,
-    forward and backward. Eager calls and other backends run `fn` unchanged.
-
-    Only the likelihood is compiled, not the step: XLA's convolutions are
-    slower than oneDNN's on CPU (DESIGN.md, "Performance"), while the
-    discretized logistic's 30-odd element-wise ops over a 64x64x3 batch took
-    ~40% of a celeb_a step on 2 cores and a third of that compiled
-    (`benchmarks/profile_step.py`)."""
-    compiled = []
-
-    @functools.wraps(fn)
-    def run(*args):
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            if not tf.executing_eagerly():
-                if not compiled:
-                    compiled.append(tf.function(fn, jit_compile=True, autograph=False))
-                return compiled[0](*args)
-        return fn(*args)
-
-    return run
 
 
 def _sum_per_example(values):
@@ -388,7 +363,10 @@ class DiscretizedLogistic(Likelihood):
         return {"num_bins": self.num_bins, "min_log_scale": self.min_log_scale}
 
 
-@_compiled
+# Compiled in a step, the discretized logistic's 30-odd element-wise ops over a
+# 64x64x3 batch take a third of their time (~40% of a celeb_a step on 2
+# cores before; `benchmarks/profile_step.py`).
+@compiled.xla_when_traced
 def _discretized_logistic(x, params, num_bins, min_log_scale):
     """`DiscretizedLogistic(num_bins, min_log_scale).log_prob`, as one function."""
     mean, log_scale = DiscretizedLogistic(num_bins, min_log_scale)._params(params)

@@ -18,8 +18,9 @@ on dequantized images instead, and its bits/dim are those of 8-bit data
 (`dequantized`, `dequantized_bits_per_dim`).
 
 The maths uses `keras.ops` / `keras.random` only (DESIGN.md, "Backend
-boundary"), eagerly: no `tf.function`. The decoder call on `batch * chunk`
-latent codes dominates the cost, so eager dispatch adds little. Two files:
+boundary"), eagerly but for the IWAE bound's chunks, each one compiled graph
+(`keras_vae.compiled.graph`): eager dispatch of their ops cost half of the
+bound's time (`benchmarks/iwae_eval.py`). Two files:
 this one (a pass over a data set, `evaluate_model`, and its results) and
 `bounds` (per-example maths: units, dequantization, IWAE, ELBO).
 """

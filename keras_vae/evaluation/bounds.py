@@ -2,8 +2,8 @@
 
 Re-exported by `keras_vae.evaluation`: use them from there. Every bound is
 per example, `(batch,)` float32 nats (`keras.ops`, eagerly, but for the IWAE
-bound's chunks: one compiled graph each, `_compiled`); the reduction over a
-data set happens in `evaluation.evaluate_model`.
+bound's chunks: one compiled graph each, `keras_vae.compiled.graph`); the
+reduction over a data set happens in `evaluation.evaluate_model`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import math
 import keras
 import numpy as np
 from keras import ops
+
+from keras_vae import compiled
 
 LN2 = math.log(2.0)
 # Why the results of a model with `bounds_likelihood = False` have no ELBO,
@@ -183,22 +185,6 @@ class _LogMeanExp:
         return self.max + ops.log(self.sum) - math.log(self.count)
 
 
-def _compiled(fn):
-    """`fn` as one graph per input signature on the TensorFlow backend, else `fn`.
-
-    The IWAE bound calls it K / chunk times per batch: eagerly, op by op, its
-    dispatch and unfused kernels cost over half of the time
-    (benchmarks/iwae_eval.py); as a graph it runs near the decoder's matmul
-    speed. `reduce_retracing`: the last, shorter chunk and the last batch
-    generalize the traced shapes instead of tracing again and again.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return fn
-    import tensorflow as tf  # the backend's compiler; the maths stays keras.ops
-
-    return tf.function(fn, reduce_retracing=True, autograph=False)
-
-
 def _chunk_given_posterior(model, x, mean, log_var, eps, running_max, running_sum, labels):
     """`VAE.log_weights`' maths after its encoder call, folded into the state:
     `eps` `(S, B, D)` -> `_fold` of log w `(S, B)` (`VAE._importance_terms`)."""
@@ -215,8 +201,8 @@ def _chunk_of_log_weights(model, x, eps, running_max, running_sum, labels):
 
 # One trace per model (an argument: part of the trace key) and generalized
 # shape, kept for the process.
-_CHUNK_GIVEN_POSTERIOR = _compiled(_chunk_given_posterior)
-_CHUNK_OF_LOG_WEIGHTS = _compiled(_chunk_of_log_weights)
+_CHUNK_GIVEN_POSTERIOR = compiled.graph(_chunk_given_posterior)
+_CHUNK_OF_LOG_WEIGHTS = compiled.graph(_chunk_of_log_weights)
 
 
 def _encodes_once(model):
@@ -241,7 +227,7 @@ def iwae_log_likelihood(model, images, num_samples=1000, chunk_size=100, seed=No
 
     with E[L_1] = ELBO <= E[L_K] <= E[L_{K+1}] <= log p(x), and L_K -> log p(x)
     as K -> infinity (their Theorem 1). The K samples are drawn `chunk_size` at
-    a time; each chunk is one compiled graph (`_compiled`, traced once for
+    a time; each chunk is one compiled graph (`compiled.graph`, traced once for
     the full chunks) that runs the decoder once on `batch * chunk` codes,
     scores the images broadcast against them (`VAE._importance_terms`) and
     folds the log-weights into a `(batch,)` running logsumexp (`_fold`). So

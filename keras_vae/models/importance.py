@@ -6,9 +6,9 @@ Shared by `VAE.log_weights` (evaluation's IWAE bound) and `IWAE.compute_terms`
 
 from __future__ import annotations
 
-import keras
 from keras import ops
 
+from keras_vae import compiled
 from keras_vae import likelihoods as likelihoods_lib
 
 
@@ -45,7 +45,7 @@ def importance_terms(model, x, mean, log_var, eps, training=False, labels=None):
     k, batch, latent_dim = (ops.shape(eps)[i] for i in range(3))
     z = ops.expand_dims(mean, 0) + ops.exp(0.5 * ops.expand_dims(log_var, 0)) * eps
     z_flat = ops.reshape(z, (k * batch, latent_dim))
-    if _in_graph() and type(model)._likelihood_params is VAE._likelihood_params:
+    if compiled.tracing() and type(model)._likelihood_params is VAE._likelihood_params:
         params = model._decoder_outputs(z_flat, labels, training)
         blocks = ops.reshape(params, (k, batch) + tuple(ops.shape(params)[1:]))
         log_px = ops.vectorized_map(lambda p: model.likelihood_fn.log_prob(x, p), blocks)
@@ -63,12 +63,3 @@ def importance_terms(model, x, mean, log_var, eps, training=False, labels=None):
         likelihoods_lib.LOG_2PI + ops.expand_dims(log_var, 0) + ops.square(eps), axis=-1
     )
     return log_px + log_pz - log_qz, log_px, z, params
-
-
-def _in_graph():
-    """Whether the TensorFlow backend is tracing a graph (a `tf.function`)."""
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf  # the backend's own question; the maths stays keras.ops
-
-    return not tf.executing_eagerly()
