@@ -25,3 +25,35 @@ def run_script(script, *args, timeout=900):
         text=True,
         timeout=timeout,
     )
+
+
+def train_in_process(workdir, *args, callbacks=()):
+    """What `python train.py --workdir=WORKDIR ARGS` does, in this process: the
+    config from the same flags by train.py's own definitions and parsing
+    (`keras_vae.cli`), then `training.train_and_evaluate` (progress bars off).
+    For tests of the run itself; those of the script (exit codes, output
+    lines, signals) start it with `run_script`, at ~7 s more for a fresh
+    interpreter importing TensorFlow. Returns the results dict."""
+    from absl import flags
+
+    from keras_vae import cli, training
+
+    values = flags.FlagValues()
+    cli.define_config_flags(values)
+    values(["train.py", *args])
+    config = cli.config_from_flags(values)
+    return training.train_and_evaluate(config, workdir, verbose=0, callbacks=callbacks)
+
+
+def quick_evaluate_in_process(workdir):
+    """What `python evaluate.py --workdir=WORKDIR *QUICK_EVALUATE` does, in this
+    process (`report.evaluate_workdir` with those flags, the others at their
+    defaults): results.json in WORKDIR, the printed lines returned."""
+    from keras_vae import report
+
+    printed = []
+    report.evaluate_workdir(
+        workdir, iwae_samples=10, max_batches=1, disentanglement=False, figures=False,
+        echo=printed.append,
+    )  # fmt: skip
+    return printed

@@ -1,20 +1,17 @@
 """Tests for keras_vae.models.beta_tcvae: the importance weights, the MI + TC +
 DWKL estimator (identity, golden values, convergence to a closed form), the
 objective, training, `.keras` round trip, train.py / evaluate.py / export end to
-end, MirroredStrategy and mixed precision."""
+end, mixed precision (MirroredStrategy: tests/test_distribute.py)."""
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from scipy import special
-from script_helpers import QUICK_EVALUATE, run_script
+from script_helpers import quick_evaluate_in_process, train_in_process
 from tensorboard.backend.event_processing import event_accumulator
 from test_training import TINY
 
@@ -24,7 +21,6 @@ from keras_vae import models
 from keras_vae.models.beta_tcvae import BetaTCVAE, log_importance_weights, tc_decomposition
 from keras_vae.training import plan
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOG_2PI = np.log(2 * np.pi)
 TRACKERS = {"loss", "reconstruction", "kl", "elbo", "beta", "skipped_steps", "mi", "tc", "dwkl"}
 
@@ -345,9 +341,12 @@ def _tensorboard_scalars(log_dir):
 
 @pytest.mark.slow
 def test_train_py_evaluate_py_and_export(tmp_path):
+    # train.py's and evaluate.py's work in this process, from the same flags
+    # (script_helpers): this test is about the beta_tcvae run, the files it
+    # leaves and their evaluation; the scripts' exit codes and lines are
+    # tested on the other models (test_training, test_report, test_runs).
     workdir = str(tmp_path / "run")
-    proc = run_script("train.py", "--model=beta_tcvae", f"--workdir={workdir}", *TINY)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_in_process(workdir, "--model=beta_tcvae", *TINY)
     with open(os.path.join(workdir, "history.json")) as f:
         history = json.load(f)
     for key in ("mi", "tc", "dwkl", "val_mi", "val_tc", "val_dwkl"):
@@ -359,8 +358,7 @@ def test_train_py_evaluate_py_and_export(tmp_path):
     assert type(model) is BetaTCVAE and model.estimator == "mws"
     assert model.tc_weight == 6.0 and model.dataset_size > 0
 
-    proc = run_script("evaluate.py", f"--workdir={workdir}", *QUICK_EVALUATE)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    quick_evaluate_in_process(workdir)
     with open(os.path.join(workdir, "results.json")) as f:
         assert np.isfinite(json.load(f)["elbo"])
 
@@ -372,62 +370,10 @@ def test_train_py_evaluate_py_and_export(tmp_path):
 # ---------------------------------------------------------------------------
 # Distribution and precision
 
-MIRRORED = """
-import json
-import numpy as np, tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import keras, keras_vae
-from keras_vae.models.beta_tcvae import BetaTCVAE
-
-def make():
-    keras.utils.set_random_seed(1)
-    enc = keras_vae.build_encoder((16, 16, 1), 3, "mlp", widths=(32,))
-    dec = keras_vae.build_decoder((16, 16, 1), 3, "mlp", widths=(32,))
-    model = BetaTCVAE(enc, dec, dataset_size=64, seed=0)
-    model.sampling.deterministic = True  # z = mean: the replicas draw no noise
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    return model
-
-x = (np.random.default_rng(0).random((16, 16, 16, 1)) > 0.7).astype("float32")
-plain = make()
-halves = [plain.objective(plain.compute_terms(h), 1.0)[1] for h in (x[:8], x[8:])]
-whole = plain.objective(plain.compute_terms(x), 1.0)[1]
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-with strategy.scope():
-    mirrored = make()
-batch = tf.data.Dataset.from_tensors(x)  # one global batch of 16: 8 per replica
-first = mirrored.fit(batch, epochs=1, verbose=0).history
-more = mirrored.fit(batch.repeat(20), epochs=1, verbose=0).history
-out = {"replicas": strategy.num_replicas_in_sync,
-       "first": {k: first[k][0] for k in ("mi", "tc", "dwkl", "loss")},
-       "halves": {k: float(np.mean([h[k] for h in halves])) for k in ("mi", "tc", "dwkl")},
-       "whole": {k: float(whole[k]) for k in ("mi", "tc", "dwkl")},
-       "more": {k: more[k][0] for k in ("mi", "tc", "dwkl", "loss")},
-       "skipped": int(mirrored.skipped_steps.numpy())}
-print(json.dumps(out))
-"""
-
-
-@pytest.mark.slow
-def test_mirrored_two_cpus_estimates_per_replica():
-    # Each replica estimates MI, TC and DWKL from its own 8 codes, so the
-    # logged values are the mean of the two halves' estimates, not the
-    # estimate on all 16 codes (q(z_i) never sees the other replica's codes):
-    # the update differs from one device's, unlike the VAE's (test_distribute).
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(MIRRORED)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["replicas"] == 2 and out["skipped"] == 0
-    for key in ("mi", "tc", "dwkl"):
-        np.testing.assert_allclose(out["first"][key], out["halves"][key], rtol=1e-4, atol=1e-4)
-    assert abs(out["halves"]["mi"] - out["whole"]["mi"]) > 1e-3, out
-    assert all(np.isfinite(v) for v in out["more"].values()), out
-    assert out["more"]["loss"] < out["first"]["loss"], out
+# MirroredStrategy: each replica estimates MI, TC and DWKL on its own half of
+# the batch (the logged values are the mean of the halves' estimates, not the
+# estimate on all 16 codes): checked in the one 2-CPU process of
+# tests/test_distribute.py::test_mirrored_two_cpus_one_step_equals_no_strategy.
 
 
 def test_mixed_bfloat16_twenty_steps_finite(dtype_policy):

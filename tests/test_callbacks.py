@@ -63,9 +63,10 @@ def _random_images(n, side=16, seed=0):
 
 
 def test_train_and_evaluate_writes_every_tag_with_exact_sizes(tmp_path):
+    # No SavedModel (~2 s): the test reads the TensorBoard files.
     cfg = config.resolve(
         "shapes", epochs=2, steps_per_epoch=5, validation_steps=2, eval_steps=1,
-        batch_size=16, latent_dim=2, widths=(8, 8, 16, 16), dense_units=32,
+        batch_size=16, latent_dim=2, widths=(8, 8, 16, 16), dense_units=32, export=False,
     )  # fmt: skip
     workdir = str(tmp_path / "run")
     training.train_and_evaluate(cfg, workdir, verbose=0)

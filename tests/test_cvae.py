@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from script_helpers import QUICK_EVALUATE, run_script
+from script_helpers import quick_evaluate_in_process, train_in_process
 from test_training import TINY
 from test_vae import shape_images
 
@@ -297,13 +297,16 @@ def test_build_model_from_config_is_conditional():
 
 @pytest.mark.slow
 def test_train_py_evaluate_py_and_served_sample(tmp_path):
+    # train.py's and evaluate.py's work in this process, from the same flags
+    # (script_helpers): this test is about the cvae run, the files it leaves
+    # and their evaluation; evaluate.py itself runs on a cvae run in
+    # tests/test_cvae_evaluate.py, train.py's exit codes and lines in
+    # tests/test_training.py.
     workdir = str(tmp_path / "run")
-    proc = run_script("train.py", f"--workdir={workdir}", "--model=cvae", *TINY)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_in_process(workdir, "--model=cvae", *TINY)
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["condition"] == "shape"  # the shapes default, resolved and saved
-    proc = run_script("evaluate.py", f"--workdir={workdir}", *QUICK_EVALUATE)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    quick_evaluate_in_process(workdir)
     with open(os.path.join(workdir, "results.json")) as f:
         results = json.load(f)
     assert np.isfinite(results["elbo"]) and np.isfinite(results["iwae_nll"])

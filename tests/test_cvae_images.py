@@ -273,9 +273,10 @@ def test_unconditional_model_ignores_condition(tmp_path):
 
 def test_train_and_evaluate_cvae_writes_samples_per_class(tmp_path):
     # --model=cvae on shapes conditions on `shape` (3 classes) by default.
+    # No SavedModel (~2 s): the test reads the TensorBoard files.
     cfg = config.resolve(
         "shapes", model="cvae", epochs=1, steps_per_epoch=3, validation_steps=1, eval_steps=1,
-        batch_size=16, latent_dim=2, widths=(8, 8, 16, 16), dense_units=32,
+        batch_size=16, latent_dim=2, widths=(8, 8, 16, 16), dense_units=32, export=False,
     )  # fmt: skip
     workdir = str(tmp_path / "run")
     training.train_and_evaluate(cfg, workdir, verbose=0)

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from script_helpers import QUICK_EVALUATE, run_script
+from script_helpers import quick_evaluate_in_process, train_in_process
 from test_training import TINY
 from test_vae import shape_images
 
@@ -267,13 +267,15 @@ def test_keras_round_trip(tmp_path):
 
 @pytest.mark.slow
 def test_train_py_evaluate_py_and_export(tmp_path):
+    # train.py's and evaluate.py's work in this process, from the same flags
+    # (script_helpers): this test is about the iaf run, the files it leaves and
+    # their evaluation; the scripts' exit codes and lines are tested on the
+    # other models (tests/test_training.py, test_report.py, test_runs.py).
     workdir = str(tmp_path / "run")
-    proc = run_script("train.py", f"--workdir={workdir}", "--model=iaf", *TINY)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_in_process(workdir, "--model=iaf", *TINY)
     # evaluate.py checks model.keras against config.json by the networks'
     # weight count (VAE.network_parameters): the flow's own weights apart.
-    proc = run_script("evaluate.py", f"--workdir={workdir}", *QUICK_EVALUATE)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    quick_evaluate_in_process(workdir)
     with open(os.path.join(workdir, "results.json")) as f:
         results = json.load(f)
     assert np.isfinite(results["iwae_nll"]) and np.isfinite(results["elbo"])

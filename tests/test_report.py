@@ -71,7 +71,8 @@ def runs(tmp_path_factory):
     workdirs = {}
     for latent_dim in (2, 3):
         workdir = str(root / f"conv-d{latent_dim}")
-        cfg = config.resolve("shapes", latent_dim=latent_dim, **TINY)
+        # No SavedModel (~2 s a run): nothing here reads one.
+        cfg = config.resolve("shapes", latent_dim=latent_dim, export=False, **TINY)
         training.train_and_evaluate(cfg, workdir, verbose=0)
         workdirs[latent_dim] = workdir
     return workdirs

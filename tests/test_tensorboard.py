@@ -18,6 +18,7 @@ from tensorboard.backend.event_processing import (
 from tensorboard.plugins import base_plugin
 from tensorboard.plugins.hparams import metadata as hp_metadata
 from tensorboard.plugins.projector.projector_plugin import ProjectorPlugin
+from test_checkpoint import _weights as _checkpoint_weights
 from werkzeug import test as werkzeug_test
 
 import keras_vae
@@ -352,18 +353,27 @@ def test_a_run_writes_projector_hparams_and_step_scalars(straight_run):
 
 
 def test_step_axis_continues_after_a_stop_and_resume(tmp_path, straight_run):
+    # Also the vae's case of tests/test_checkpoint.py's
+    # test_every_model_resumes_exactly_after_sigterm (the same runs there but
+    # for log_every_steps, which changes what is logged, not what is trained):
+    # its exit code, step counts and exact weights are checked here too.
     straight = _scalars(os.path.join(straight_run[0], "tensorboard", "train"))["step/loss"]
     cfg = config.resolve("shapes", **_RUN)
     workdir = str(tmp_path / "stopped")
-    with pytest.raises(config.Interrupted, match="the run up to step 6 is saved"):
+    with pytest.raises(config.Interrupted, match="the run up to step 6 is saved") as info:
         # SIGTERM after step 5: the handler backs up at the end of step 6.
         training.train_and_evaluate(cfg, workdir, verbose=0, callbacks=[_SigtermAt(5)])
+    assert info.value.exit_code == 128 + signal.SIGTERM
     train = os.path.join(workdir, "tensorboard", "train")
     assert [s for s, _ in _scalars(train)["step/loss"]] == [2, 4, 6]  # on disk before the stop
     results = training.train_and_evaluate(cfg, workdir, verbose=0)
-    assert results["resumed_from_step"] == 6
+    assert results["resumed_from_step"] == 6 and results["steps"] == 8
     resumed = _scalars(train)["step/loss"]
     # The second process goes on at step 8, with the points of a run never
     # stopped (deterministic ops: the same losses).
     assert [s for s, _ in resumed] == [2, 4, 6, 8]
     np.testing.assert_allclose([v for _, v in resumed], [v for _, v in straight], rtol=1e-6)
+    # ... and ends with the weights and optimizer state of that run, exactly.
+    for a, b in zip(_checkpoint_weights(workdir), _checkpoint_weights(straight_run[0]),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -305,7 +305,13 @@ def test_tiny_overfit(network, likelihood):
     vae = make_vae(network, likelihood, image_shape=(28, 28, 1), latent_dim=4)
     vae.compile(optimizer=keras.optimizers.Adam(1e-3))
     before = vae.evaluate(x, batch_size=64, verbose=0, return_dict=True)["loss"]
-    history = vae.fit(x, batch_size=16, epochs=50, shuffle=False, verbose=0)
+    # The 200 steps as one epoch of the 4 batches repeated: the same batches in
+    # the same order as 50 epochs of `fit(x, batch_size=16, shuffle=False)`,
+    # without fit's per-epoch work (~3 of 9 s). Measured: the same `after` to
+    # the bit for 3 of the 4 cases, conv-gaussian's 5e-4 nats apart (-179.6034
+    # vs -179.6029). The epoch's mean loss is finite iff every step's is.
+    batches = tf.data.Dataset.from_tensor_slices(x).batch(16).repeat()
+    history = vae.fit(batches, steps_per_epoch=200, epochs=1, shuffle=False, verbose=0)
     after = vae.evaluate(x, batch_size=64, verbose=0, return_dict=True)["loss"]
     assert int(np_(vae.kl_step)) == 200
     assert np.all(np.isfinite(history.history["loss"]))
