@@ -350,10 +350,19 @@ def test_huge_latent_dim_leaves_no_config_json(tmp_path):
 # --restart, leftovers, empty backups, validation steps.
 
 
-def test_restart_clears_the_old_runs_files(tmp_path):
+def test_leftovers_are_removed_at_start_and_restart_clears_the_old_runs_files(tmp_path):
+    # Two checks on one run of the same tiny config (a run costs ~5 s): the
+    # leftovers of killed saves go as it starts, then --restart over it.
     config = _tiny_config(epochs=1, steps_per_epoch=2)
+    (tmp_path / "config.json").write_text(config.to_json())  # an unfinished run
+    (tmp_path / ".tmp-a1b2.keras").write_bytes(b"half a model")
+    (tmp_path / "export.tmp-x9").mkdir()
+    (tmp_path / "backup.old-77").mkdir()  # killed between replace_dir's renames
     training.train_and_evaluate(config, str(tmp_path), verbose=0)
-    # What evaluate.py would have added for the old model.
+    assert not [e for e in os.listdir(tmp_path) if ".tmp-" in e or ".old-" in e]
+
+    # --restart clears the old run's files. What evaluate.py would have added
+    # for the old model:
     (tmp_path / "results.json").write_text('{"elbo": -1}')
     (tmp_path / "figures").mkdir()
     (tmp_path / "figures" / "samples.png").write_bytes(b"png")
@@ -365,16 +374,6 @@ def test_restart_clears_the_old_runs_files(tmp_path):
     assert (tmp_path / "model.keras").read_bytes() != old_model
     model = keras.models.load_model(str(tmp_path / "model.keras"))
     assert model.latent_dim == 3
-
-
-def test_leftovers_of_killed_saves_are_removed_at_start(tmp_path):
-    config = _tiny_config(epochs=1, steps_per_epoch=2)
-    (tmp_path / "config.json").write_text(config.to_json())  # an unfinished run
-    (tmp_path / ".tmp-a1b2.keras").write_bytes(b"half a model")
-    (tmp_path / "export.tmp-x9").mkdir()
-    (tmp_path / "backup.old-77").mkdir()  # killed between replace_dir's renames
-    training.train_and_evaluate(config, str(tmp_path), verbose=0)
-    assert not [e for e in os.listdir(tmp_path) if ".tmp-" in e or ".old-" in e]
 
 
 def test_empty_backup_folder_is_reported(tmp_path, caplog):
