@@ -1,6 +1,6 @@
 """Runs every benchmark and writes `benchmarks/results/summary.md`.
 
-    python benchmarks/run_all.py            # full: ~35 min on 2 cores
+    python benchmarks/run_all.py            # full: ~45 min on 2 cores
     python benchmarks/run_all.py --quick    # smoke run, ~15 min
 
 Each script runs in its own process (one after the other, so they never
@@ -23,7 +23,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # noqa: E402
 
-# (results name, script): in this order; all write results/<name>.json.
+# (results name, script[, its arguments]): in this order; all write
+# results/<name>.json.
 SCRIPTS = (
     ("input_pipeline", "input_pipeline.py"),
     ("input_wait", "input_wait.py"),
@@ -34,8 +35,9 @@ SCRIPTS = (
     ("iwae_eval", "iwae_eval.py"),
     # Needs PyTorch (benchmarks/requirements.txt); skipped when it is missing.
     ("vs_pytorch", "vs_pytorch.py"),
+    ("vs_pytorch_tuned", "vs_pytorch.py", ["--tuning=tuned", "--name=vs_pytorch_tuned"]),
 )
-NEEDS_TORCH = ("vs_pytorch",)
+NEEDS_TORCH = ("vs_pytorch", "vs_pytorch_tuned")
 
 
 def targets_table(names):
@@ -67,10 +69,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run of every script")
     parser.add_argument(
-        "--only", default=None, help="comma-separated subset of " + ",".join(n for n, _ in SCRIPTS)
+        "--only", default=None, help="comma-separated subset of " + ",".join(s[0] for s in SCRIPTS)
     )
     args = parser.parse_args(argv)
     selected = [s for s in SCRIPTS if args.only is None or s[0] in args.only.split(",")]
+    selected = [(name, script, *(extra or [[]])) for name, script, *extra in selected]
     here = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
 
@@ -79,10 +82,11 @@ def main(argv=None):
         skipped = [s for s in selected if s[0] in NEEDS_TORCH]
         if skipped:
             print("PyTorch is missing (pip install -r benchmarks/requirements.txt): skipping "
-                  + ", ".join(n for n, _ in skipped), flush=True)  # fmt: skip
+                  + ", ".join(s[0] for s in skipped), flush=True)  # fmt: skip
         selected = [s for s in selected if s[0] not in NEEDS_TORCH]
-    for name, script in selected:
-        cmd = [sys.executable, os.path.join(here, script)] + (["--quick"] if args.quick else [])
+    for name, script, extra in selected:
+        cmd = [sys.executable, os.path.join(here, script), *extra]
+        cmd += ["--quick"] if args.quick else []
         print(f"\n=== {' '.join(cmd[1:])}", flush=True)
         for ext in (".json", ".md"):  # no stale results from an earlier run
             stale = os.path.join(common.RESULTS_DIR, name + ext)
@@ -104,14 +108,14 @@ def main(argv=None):
         "## Targets",
         "",
         common.markdown_table(
-            ["target", "measured", "result", "script"], targets_table([n for n, _ in selected])
+            ["target", "measured", "result", "script"], targets_table([s[0] for s in selected])
         ),
         "",
         "## Run times",
         "",
         common.markdown_table(["script", "seconds", "exit code"], timings),
     ]
-    for name, _ in selected:
+    for name, *_ in selected:
         path = os.path.join(common.RESULTS_DIR, f"{name}.md")
         if os.path.exists(path) and name not in failed:
             with open(path) as f:

@@ -40,13 +40,18 @@ per schedulable core); TensorFlow's settings are left at their defaults, as
 in a run.
 
 Each framework runs in a process of its own (spawned; neither imports the
-other), the driver alternating them: after a warm-up, `--repeats` interleaved
-chunks of ~`--chunk_seconds` per loop (keras, torch, torch, keras, ...). The
-clock reads at every step start (Keras: `on_train_batch_begin`, which keeps
-the async batch-end dispatch on); images/s counts the steps between the
-second and the last reading. Reported: median images/s per loop and the
-median of the per-repeat ratios keras/torch (paired, so drift of the
-machine cancels), with the 1-minute load average at each row's start and end.
+other; a fresh pair for every row), the driver alternating them: after a
+warm-up, `--repeats` interleaved chunks of ~`--chunk_seconds` per loop
+(keras, torch, torch, keras, ...). The clock reads at every step start
+(Keras: `on_train_batch_begin`, which keeps the async batch-end dispatch
+on); images/s counts the steps between the second and the last reading.
+Reported: median images/s per loop and the median of the per-repeat ratios
+keras/torch (paired, so drift of the machine cancels), with the 1-minute
+load average at each row's start and end. `--tuning=tuned` runs PyTorch
+as its CPU tuning advice has it: glibc's malloc thresholds raised (its conv
+rows depend on them) and denormals flushed to zero (TensorFlow does so by
+default; the mnist replica slows down 40% within 1,000 steps without it);
+keras_vae runs as it does for a user in both settings.
 """
 
 from __future__ import annotations
@@ -69,6 +74,10 @@ BATCH_SIZE = 64
 NUM_BATCHES = 4
 TARGET = 1.25  # keras_vae fit >= 1.25 x the PyTorch replica (issue 16)
 SKIP_STEPS = 1
+# --tuning=tuned: glibc reuses freed blocks up to 32 MiB from its heap (the
+# largest mmap threshold it accepts) and keeps up to 1 GiB of free heap,
+# instead of mmap/munmap and page faults for every large tensor of a step.
+MALLOC_TUNED = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
 # row -> (dataset preset, --model); the variants train the shapes network (the
 # data of train.py's default run and of the README's variants table).
 ROWS = {
@@ -298,13 +307,16 @@ class KerasWorker:
 
 
 class TorchWorker:
-    def __init__(self, threads):
+    def __init__(self, threads, flush_denormal=False):
         import torch
 
         torch.set_num_threads(threads)
         torch.set_num_interop_threads(threads)
+        if flush_denormal:
+            torch.set_flush_denormal(True)
         self.torch = torch
         self.threads = threads
+        self.flush_denormal = flush_denormal
         self.trainer = None
 
     def info(self):
@@ -314,6 +326,7 @@ class TorchWorker:
             "num_threads": torch.get_num_threads(),
             "num_interop_threads": torch.get_num_interop_threads(),
             "mkldnn": torch.backends.mkldnn.is_available(),
+            "flush_denormal": self.flush_denormal,
             "parallel_info": torch.__config__.parallel_info().splitlines()[:8],
         }
 
@@ -350,9 +363,9 @@ class TorchWorker:
         return _rate(times, self.trainer.batches[0].shape[0])
 
 
-def _worker_main(kind, conn, threads):
+def _worker_main(kind, conn, threads, options):
     try:
-        impl = (KerasWorker if kind == "keras" else TorchWorker)(threads)
+        impl = (KerasWorker if kind == "keras" else TorchWorker)(threads, **options)
         conn.send(("ok", impl.info()))
     except Exception:
         conn.send(("error", traceback.format_exc()))
@@ -373,12 +386,20 @@ def _worker_main(kind, conn, threads):
 class Worker:
     """A framework in a spawned process; `call` runs a method of its worker class."""
 
-    def __init__(self, kind, threads):
+    def __init__(self, kind, threads, env=None, **options):
         ctx = multiprocessing.get_context("spawn")
         self.kind = kind
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(kind, child, threads), daemon=True)
-        self.process.start()
+        self.process = ctx.Process(
+            target=_worker_main, args=(kind, child, threads, options), daemon=True
+        )
+        saved = dict(os.environ)
+        os.environ.update(env or {})  # the child starts with this environment
+        try:
+            self.process.start()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
         self.info = self._receive()
 
     def _receive(self):
@@ -513,6 +534,16 @@ def main(argv=None):
         help="comma-separated extra torch thread counts to time as loops torch_<n>t "
         "(e.g. 1: on a loaded machine OpenMP's 2-thread barriers can stall)",
     )
+    parser.add_argument(
+        "--tuning",
+        choices=("default", "tuned"),
+        default="default",
+        help="default: both processes as a user's starts; tuned: PyTorch's process with "
+        "glibc malloc's MALLOC_MMAP_THRESHOLD_ 32 MiB and MALLOC_TRIM_THRESHOLD_ 1 GiB "
+        "(freed blocks reused, not returned to the kernel and faulted in again) and "
+        "torch.set_flush_denormal(True) (TensorFlow flushes denormals by default); "
+        "keras_vae's as it runs",
+    )
     parser.add_argument("--json", default=None, help="also write the raw results to this "
                         "path ('-': stdout)")  # fmt: skip
     parser.add_argument("--name", default="vs_pytorch", help="results file stem")
@@ -545,17 +576,27 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, terminate)
     machine = common.machine_info()
     start = time.perf_counter()
-    keras_w = Worker("keras", threads)
-    torch_w = Worker("torch", threads)
-    print(f"TensorFlow threads: {keras_w.info}", flush=True)
-    print(f"PyTorch threads: {torch_w.info}", flush=True)
-    results = []
-    try:
-        for row in rows:
+    results, infos = [], {}
+    for row in rows:
+        # A fresh pair of processes per row, as a user's run is: a process's
+        # speed depends on what it ran before (glibc's malloc adapts its mmap
+        # and trim thresholds to the largest blocks freed so far: PyTorch's
+        # iaf row, the shapes network, ran 1,200 img/s after the iwae row's
+        # larger batches and 812 in a fresh process).
+        keras_w = Worker("keras", threads)
+        tuned = args.tuning == "tuned"
+        torch_w = Worker(
+            "torch", threads, env=MALLOC_TUNED if tuned else None, flush_denormal=tuned
+        )
+        try:
+            if not infos:
+                infos = {"keras": keras_w.info, "torch": torch_w.info}
+                print(f"TensorFlow threads: {keras_w.info}", flush=True)
+                print(f"PyTorch threads: {torch_w.info}", flush=True)
             results.append(bench_row(row, keras_w, torch_w, args))
-    finally:
-        keras_w.close()
-        torch_w.close()
+        finally:
+            keras_w.close()
+            torch_w.close()
     elapsed = time.perf_counter() - start
 
     headline = args.keras_variants[0]
@@ -600,12 +641,19 @@ def main(argv=None):
         f"batch {BATCH_SIZE}, float32, in-memory data ({NUM_BATCHES} batches cycled); "
         f"{args.repeats} interleaved repeats per loop of ~{args.chunk_seconds:g} s; medians.",
         f"TensorFlow thread pools at their defaults (intra-op "
-        f"{keras_w.info['intra_op_threads']}, inter-op {keras_w.info['inter_op_threads']}: "
+        f"{infos['keras']['intra_op_threads']}, inter-op {infos['keras']['inter_op_threads']}: "
         f"0 = one per usable core, {usable_cores()} here); torch.set_num_threads({threads}), "
         f"set_num_interop_threads({threads}).",
         "keras: keras_vae.training.build_model + model.fit(verbose=0); torch: eager replica "
         "(benchmarks/torch_replicas.py), Adam(eps=1e-7), zero_grad/backward/step.",
         "Parameter counts are equal on every row (the script stops otherwise).",
+        "A fresh keras and torch process for every row; "
+        + ("PyTorch tuned: glibc malloc with "
+           + ", ".join(f"{k}={v}" for k, v in MALLOC_TUNED.items())
+           + " and torch.set_flush_denormal(True); keras_vae as it runs (TensorFlow "
+           "flushes denormals by default)."
+           if args.tuning == "tuned" else "glibc malloc and torch's denormals at their "
+           "defaults."),
         f"The >= {TARGET}x column judges the ratio against the faster torch thread setting "
         "measured (with --torch_threads_also), else against torch with the cores' threads.",
         f"total time {elapsed:.0f} s.",
@@ -624,8 +672,10 @@ def main(argv=None):
         "quick": args.quick,
         "args": vars(args),
         "threads": threads,
-        "keras_worker": keras_w.info,
-        "torch_worker": torch_w.info,
+        "keras_worker": infos["keras"],
+        "torch_worker": infos["torch"],
+        "tuning": args.tuning,
+        "torch_malloc": MALLOC_TUNED if args.tuning == "tuned" else {},
         "rows": results,
         "targets": targets,
     }
