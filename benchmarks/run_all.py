@@ -73,7 +73,7 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     selected = [s for s in SCRIPTS if args.only is None or s[0] in args.only.split(",")]
-    selected = [(name, script, *(extra or [[]])) for name, script, *extra in selected]
+    selected = [(name, script, extra[0] if extra else []) for name, script, *extra in selected]
     here = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
 
