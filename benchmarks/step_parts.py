@@ -119,13 +119,7 @@ def torch_parts(spec, batches, calls, repeats):
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     process = ctx.Process(target=_torch_child, args=(spec, batches, calls, repeats, child))
-    saved = dict(os.environ)
-    os.environ.update(vs_pytorch.MALLOC_TUNED)
-    try:
-        process.start()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    vs_pytorch.start_with_env(process, vs_pytorch.MALLOC_TUNED)
     result = parent.recv()
     process.join()
     return result

@@ -383,6 +383,18 @@ def _worker_main(kind, conn, threads, options):
             conn.send(("error", traceback.format_exc()))
 
 
+def start_with_env(process, env=None):
+    """Starts a spawned `process` with `env` added to this one's environment
+    (read by glibc's malloc in the child), this process' left unchanged."""
+    saved = dict(os.environ)
+    os.environ.update(env or {})
+    try:
+        process.start()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 class Worker:
     """A framework in a spawned process; `call` runs a method of its worker class."""
 
@@ -393,13 +405,7 @@ class Worker:
         self.process = ctx.Process(
             target=_worker_main, args=(kind, child, threads, options), daemon=True
         )
-        saved = dict(os.environ)
-        os.environ.update(env or {})  # the child starts with this environment
-        try:
-            self.process.start()
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        start_with_env(self.process, env)
         self.info = self._receive()
 
     def _receive(self):
