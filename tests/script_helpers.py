@@ -7,10 +7,13 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# evaluate.py in seconds: one test batch, a 10-sample IWAE bound, no
-# disentanglement metrics (DCI's trees take minutes; tests/test_report.py and
-# tests/test_disentanglement.py run them), no figures.
-QUICK_EVALUATE = ("--iwae_samples=10", "--max_batches=1", "--nodisentanglement", "--nofigures")
+# evaluate.py in seconds, as `report.evaluate_workdir`'s arguments: one test
+# batch, a 10-sample IWAE bound, no disentanglement metrics (DCI's trees take
+# minutes; tests/test_report.py and tests/test_disentanglement.py run them),
+# no figures.
+QUICK_EVALUATE = {
+    "iwae_samples": 10, "max_batches": 1, "disentanglement": False, "figures": False,
+}  # fmt: skip
 
 
 def run_script(script, *args, timeout=900):
@@ -46,14 +49,12 @@ def train_in_process(workdir, *args, callbacks=()):
 
 
 def quick_evaluate_in_process(workdir):
-    """What `python evaluate.py --workdir=WORKDIR *QUICK_EVALUATE` does, in this
-    process (`report.evaluate_workdir` with those flags, the others at their
+    """What `python evaluate.py --workdir=WORKDIR --iwae_samples=10
+    --max_batches=1 --nodisentanglement --nofigures` does, in this process
+    (`report.evaluate_workdir` with QUICK_EVALUATE, the others at their
     defaults): results.json in WORKDIR, the printed lines returned."""
     from keras_vae import report
 
     printed = []
-    report.evaluate_workdir(
-        workdir, iwae_samples=10, max_batches=1, disentanglement=False, figures=False,
-        echo=printed.append,
-    )  # fmt: skip
+    report.evaluate_workdir(workdir, **QUICK_EVALUATE, echo=printed.append)
     return printed
